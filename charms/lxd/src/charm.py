@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""The lxd charm: installs LXD and forms a cluster through the ``cluster`` peer relation.
+
+Read ``_reconcile`` top to bottom: it is the runbook. Every step is idempotent and reads
+the world (LXD, the peer relation) rather than the event that woke it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import ops
+
+from charm_common.typed_input import InvalidInputError, load_model
+from config import CharmConfig, RemoveDeadMemberParams
+from installer import InstallError, detect_installer
+from lxd import (
+    LXD,
+    JoinToken,
+    JoinTokenError,
+    LXDError,
+    LXDUnavailableError,
+    MemberConfigKey,
+    MemberNotEmptyError,
+    fill_member_config,
+    member_name_for_unit,
+    member_values_from_preseed,
+)
+from peers import ClusterPeers
+from tuning import apply_settings, wanted_settings
+
+logger = logging.getLogger(__name__)
+
+
+class StepStopped(Exception):  # noqa: N818 - a control-flow signal carrying a status
+    """A reconcile step cannot go on now; carries the status that says why."""
+
+    def __init__(self, status: ops.StatusBase):
+        super().__init__(status.message)
+        self.status = status
+
+
+def waiting(message: str) -> StepStopped:
+    """The step waits for something that will happen by itself."""
+    return StepStopped(ops.WaitingStatus(message))
+
+
+def blocked(message: str) -> StepStopped:
+    """The step needs an operator to act."""
+    return StepStopped(ops.BlockedStatus(message))
+
+
+class LXDCharm(ops.CharmBase):
+    """Install LXD, bootstrap or join the cluster, keep membership right."""
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.installer = detect_installer()
+        self.lxd = LXD(self.installer.paths)
+        self.peers = ClusterPeers(self)
+        self.member_name = member_name_for_unit(self.unit.name)
+        self._statuses: list[ops.StatusBase] = []
+        for event in (
+            self.on.install,
+            self.on.start,
+            self.on.config_changed,
+            self.on.upgrade_charm,
+            self.on.update_status,
+            self.on.leader_elected,
+            self.on.cluster_relation_created,
+            self.on.cluster_relation_joined,
+            self.on.cluster_relation_changed,
+            self.on.secret_changed,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on.cluster_relation_departed, self._on_peer_departed)
+        framework.observe(self.on.remove_dead_member_action, self._on_remove_dead_member)
+        framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
+        framework.observe(self.on.collect_app_status, self._on_collect_app_status)
+
+    # -- the runbook -------------------------------------------------------------------
+
+    def _reconcile(self, _: ops.EventBase | None = None) -> None:
+        try:
+            config = load_model(CharmConfig, dict(self.config))
+            self._install(config)
+            self._tune(config)
+            self._check_mode(config)
+            if config.mode == "standalone":
+                self._init_standalone(config)
+            else:
+                self._bootstrap(config)
+                self._record_members()
+                self._choose_issuer()
+                self._issue_join_tokens()
+                self._join(config)
+                self._remove_departed_members()
+            self._publish()
+            self._apply_server_config(config)
+        except InvalidInputError as exc:
+            self._statuses.append(ops.BlockedStatus(f"config: {exc}"))
+        except StepStopped as stop:
+            self._statuses.append(stop.status)
+        except LXDUnavailableError as exc:
+            self._statuses.append(ops.WaitingStatus(f"LXD is not answering: {exc}"))
+        except InstallError as exc:
+            self._statuses.append(ops.BlockedStatus(f"installing LXD failed: {exc}"))
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _install(self, config: CharmConfig) -> None:
+        if self.installer.installed_version() is None:
+            self.installer.install(config.channel, self._snap_cohort())
+        self.installer.ensure_running()
+        self.lxd.wait_ready()
+
+    def _snap_cohort(self) -> str:
+        """The cohort every unit installs with: the leader creates it, the others wait."""
+        if not self.installer.uses_cohort or self.peers.snap_cohort:
+            return self.peers.snap_cohort
+        if self.peers.relation is None:
+            raise waiting("waiting for the peer relation (snap cohort)")
+        if not self.unit.is_leader():
+            raise waiting("waiting for the leader's snap cohort")
+        cohort = self.installer.create_cohort()
+        self.peers.set_app(snap_cohort=cohort)
+        return cohort
+
+    def _tune(self, config: CharmConfig) -> None:
+        changed = apply_settings(wanted_settings(config.sysctl_tuning, config.kernel_hardening))
+        if changed:
+            logger.info("sysctl settings changed: %s", ", ".join(changed))
+
+    def _check_mode(self, config: CharmConfig) -> None:
+        if self.peers.mode and self.peers.mode != config.mode:
+            raise blocked(
+                f"mode is fixed at {self.peers.mode!r} since bootstrap; "
+                f"set it back: juju config {self.app.name} mode={self.peers.mode}"
+            )
+
+    def _init_standalone(self, config: CharmConfig) -> None:
+        if self.lxd.init_standalone(self._api_address(config), config.preseed_data):
+            logger.info("initialised a standalone server")
+        if self.unit.is_leader() and self.peers.relation and not self.peers.mode:
+            self.peers.set_app(mode="standalone")
+
+    def _bootstrap(self, config: CharmConfig) -> None:
+        """The leader creates the cluster once; nothing ever bootstraps a second one."""
+        if not self.unit.is_leader() or self.peers.cluster_fingerprint:
+            return
+        if self.peers.relation is None:
+            raise waiting("waiting for the peer relation")
+        if not self.lxd.server_info().clustered and self.peers.any_peer_clustered():
+            # Another unit is a member but the record is missing: join it, never fork it.
+            raise waiting("a peer is clustered but the cluster record is missing")
+        if self.lxd.bootstrap_cluster(
+            self.member_name,
+            self._api_address(config),
+            config.preseed_data,
+            cluster_address=self._cluster_address(config),
+        ):
+            logger.info("bootstrapped the cluster as %s", self.member_name)
+        info = self.lxd.server_info()
+        self.peers.set_app(mode="cluster", cluster_fingerprint=info.certificate_fingerprint)
+
+    def _record_members(self) -> None:
+        """The leader records which members the charm created (only those are removed)."""
+        if not self.unit.is_leader() or not self.peers.cluster_fingerprint:
+            return
+        record = self.peers.joined_members()
+        for peer in self.peers.peer_units():
+            if peer.clustered:
+                record[member_name_for_unit(peer.name)] = peer.name
+        if self.lxd.server_info().clustered:
+            record[self.member_name] = self.unit.name
+        if record != self.peers.joined_members():
+            self.peers.set_joined_members(record)
+
+    def _choose_issuer(self) -> None:
+        """The leader issues tokens when it is a member; otherwise the lowest member does."""
+        if not self.unit.is_leader() or not self.peers.cluster_fingerprint:
+            return
+        if self.lxd.server_info().clustered:
+            issuer = self.unit.name
+        else:
+            members = [p.name for p in self.peers.peer_units() if p.clustered]
+            issuer = members[0] if members else ""
+        if issuer != self.peers.issuer:
+            self.peers.set_app(issuer=issuer)
+
+    def _issue_join_tokens(self) -> None:
+        """One outstanding token at a time, so joins are serialized."""
+        tokens = self.peers.issued_tokens()
+        is_issuer = self.peers.issuer == self.unit.name and self.lxd.server_info().clustered
+        waiting_peers = {p.name for p in self.peers.peer_units() if not p.clustered and p.address}
+        for unit_name, secret_id in list(tokens.items()):
+            if is_issuer and unit_name in waiting_peers:
+                continue
+            # Used, its unit gone, or no longer ours to hand out: revoke it everywhere.
+            self.lxd.revoke_join_token(member_name_for_unit(unit_name))
+            self._remove_secret(secret_id)
+            del tokens[unit_name]
+        if is_issuer and not tokens and waiting_peers:
+            unit_name = min(waiting_peers, key=lambda n: int(n.rsplit("/", 1)[1]))
+            tokens[unit_name] = self._grant_join_token(unit_name)
+        self.peers.set_issued_tokens(tokens)
+
+    def _grant_join_token(self, unit_name: str) -> str:
+        """Issue a token for ``unit_name`` in a secret only that unit can read."""
+        member = member_name_for_unit(unit_name)
+        token = self.lxd.issue_join_token(member)
+        member_config = [
+            {"entity": k.entity, "name": k.name, "key": k.key, "description": k.description}
+            for k in self.lxd.member_config()
+        ]
+        secret = self.unit.add_secret(
+            {"token": token.encode(), "member-config": json.dumps(member_config)},
+            label=f"join-token-{member}",
+            description=f"single-use LXD cluster join token for {unit_name}",
+        )
+        unit = self.peers.get_unit(unit_name)
+        relation = self.peers.relation
+        if unit is not None and relation is not None:
+            secret.grant(relation, unit=unit)
+        logger.info("issued a join token for %s", member)
+        return secret.id or ""
+
+    def _remove_secret(self, secret_id: str) -> None:
+        try:
+            self.model.get_secret(id=secret_id).remove_all_revisions()
+        except ops.SecretNotFoundError:
+            pass
+
+    def _join(self, config: CharmConfig) -> None:
+        if self.lxd.server_info().clustered:
+            return
+        if not self.peers.cluster_fingerprint:
+            raise waiting("waiting for the leader to bootstrap the cluster")
+        # Tell the issuer we are ready for a token before we look for one.
+        self.peers.publish(self.member_name, self._cluster_address(config), clustered=False)
+        secret_id = self.peers.token_secret_id()
+        if not secret_id:
+            raise waiting("waiting for a join token")
+        try:
+            content = self.model.get_secret(id=secret_id).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError):
+            raise waiting("waiting for access to the join token") from None
+        try:
+            token = JoinToken.decode(content.get("token", ""))
+            keys = [MemberConfigKey(**k) for k in json.loads(content.get("member-config", "[]"))]
+        except (JoinTokenError, ValueError, TypeError) as exc:
+            raise blocked(f"join token from {self.peers.issuer} is unusable: {exc}") from None
+        if token.fingerprint != self.peers.cluster_fingerprint:
+            raise blocked(
+                f"join token names certificate {token.fingerprint[:12]}, the cluster's is "
+                f"{self.peers.cluster_fingerprint[:12]}; refusing to join"
+            )
+        values = member_values_from_preseed(config.preseed_data)
+        try:
+            self.lxd.join_cluster(
+                token,
+                self.member_name,
+                self._cluster_address(config),
+                fill_member_config(keys, values),
+            )
+        except JoinTokenError as exc:
+            raise blocked(f"join token rejected: {exc}") from None
+        logger.info("joined the cluster as %s", self.member_name)
+
+    def _remove_departed_members(self) -> None:
+        """The leader removes members whose unit is gone (after they were evacuated)."""
+        if not self.unit.is_leader() or not self.lxd.server_info().clustered:
+            return
+        record = self.peers.joined_members()
+        present = self.peers.unit_names()
+        departed = {m: u for m, u in record.items() if u not in present}
+        if not departed:
+            return
+        live = {m.name: m for m in self.lxd.members()}
+        for member in sorted(departed):
+            if member in live:
+                self._remove_member(member, live[member].online or live[member].evacuated)
+            del record[member]
+            self.peers.set_joined_members(record)
+
+    def _remove_member(self, member: str, reachable: bool) -> None:
+        instances = self.lxd.member_instances(member)
+        if reachable and instances:
+            logger.info("evacuating departed member %s (%d instances)", member, len(instances))
+            self.lxd.evacuate_member(member)
+        elif instances:
+            raise blocked(
+                f"member {member} is offline and still holds {len(instances)} instance(s); "
+                f"bring its machine back, or run remove-dead-member name={member} confirm=true"
+            )
+        try:
+            # An unreachable member that holds nothing can only be removed with force.
+            self.lxd.remove_member(member, force=not reachable)
+        except MemberNotEmptyError as exc:
+            raise blocked(str(exc)) from None
+        logger.info("removed departed member %s", member)
+
+    def _publish(self) -> None:
+        info = self.lxd.server_info()
+        address = info.config.get("cluster.https_address") or info.config.get(
+            "core.https_address", ""
+        )
+        self.peers.publish(self.member_name, str(address), info.clustered)
+
+    def _apply_server_config(self, config: CharmConfig) -> None:
+        host = self._binding_address("api")
+        wanted = {
+            "core.https_address": f"{host}:{config.api_port}",
+            "core.metrics_address": f"{host}:{config.metrics_port}" if config.metrics_port else "",
+        }
+        if self.lxd.update_server_config(wanted):
+            logger.info("server config updated")
+        self.unit.set_ports(*(p for p in (config.api_port, config.metrics_port) if p))
+
+    # -- departure and actions ---------------------------------------------------------
+
+    def _on_peer_departed(self, event: ops.RelationDepartedEvent) -> None:
+        if event.departing_unit != self.unit:
+            self._reconcile()
+            return
+        # This unit is being removed: empty its member while its machine still exists, so
+        # the live member that removes it next has nothing to lose.
+        try:
+            info = self.lxd.server_info()
+        except LXDUnavailableError:
+            return
+        if not info.clustered:
+            return
+        others = [m for m in self.lxd.members() if m.name != self.member_name and m.online]
+        if not others:
+            logger.warning("no other online member to take instances; not evacuating")
+            return
+        if self.lxd.evacuate_member(self.member_name):
+            logger.info("evacuated %s before departure", self.member_name)
+
+    def _on_remove_dead_member(self, event: ops.ActionEvent) -> None:
+        try:
+            params = load_model(RemoveDeadMemberParams, event.params)
+        except InvalidInputError as exc:
+            event.fail(str(exc))
+            return
+        try:
+            members = {m.name: m for m in self.lxd.members()}
+            member = members.get(params.name)
+            if member is None:
+                event.fail(f"no cluster member named {params.name}; members: {sorted(members)}")
+                return
+            if member.online or member.evacuated:
+                event.fail(
+                    f"member {params.name} is {member.status.lower()}, not dead: remove its "
+                    "unit instead (juju remove-unit) so it is evacuated first"
+                )
+                return
+            self.lxd.remove_member(params.name, force=True)
+        except LXDError as exc:
+            event.fail(f"removing {params.name} failed: {exc}")
+            return
+        event.set_results({"removed": params.name, "members": len(members) - 1})
+
+    # -- status ------------------------------------------------------------------------
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        for status in self._statuses:
+            event.add_status(status)
+        event.add_status(self._workload_status())
+
+    def _workload_status(self) -> ops.StatusBase:
+        try:
+            config = load_model(CharmConfig, dict(self.config))
+        except InvalidInputError as exc:
+            return ops.BlockedStatus(f"config: {exc}")
+        try:
+            info = self.lxd.server_info()
+            if config.mode == "standalone":
+                return ops.ActiveStatus(f"standalone server (LXD {info.version})")
+            if not info.clustered:
+                return ops.WaitingStatus("waiting to join the cluster")
+            count = len(self.lxd.members())
+        except LXDError as exc:
+            return ops.WaitingStatus(f"LXD is not answering: {exc}")
+        return ops.ActiveStatus(f"cluster member {self.member_name} ({count} members)")
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        if self.peers.mode == "cluster":
+            event.add_status(ops.ActiveStatus(f"{len(self.peers.joined_members())} members"))
+
+    # -- addresses ---------------------------------------------------------------------
+
+    def _binding_address(self, endpoint: str) -> str:
+        binding = self.model.get_binding(endpoint)
+        address = binding.network.bind_address if binding else None
+        if address is None:
+            raise waiting(f"no address on the {endpoint} binding yet")
+        return str(address)
+
+    def _api_address(self, config: CharmConfig) -> str:
+        return f"{self._binding_address('api')}:{config.api_port}"
+
+    def _cluster_address(self, config: CharmConfig) -> str:
+        return f"{self._binding_address('cluster')}:{config.api_port}"
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(LXDCharm)

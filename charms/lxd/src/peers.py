@@ -1,0 +1,169 @@
+"""The ``cluster`` peer relation: typed reads and writes of its databags.
+
+Application databag (leader writes):
+    ``mode``                "cluster" or "standalone", fixed at bootstrap
+    ``cluster-fingerprint`` SHA-256 of the cluster certificate, set at bootstrap
+    ``issuer``              the unit that issues join tokens and removes departed members
+    ``members``             json {member name: unit name} of units that joined
+    ``snap-cohort``         cohort key every unit installs the snap with
+Unit databag (each unit writes its own):
+    ``member-name``, ``address`` (cluster address host:port), ``clustered`` (json bool)
+    ``join-tokens``         issuer only: json {unit name: Juju secret id}; the tokens
+                            themselves live in secrets granted to that unit only
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import ops
+
+
+def unit_number(unit_name: str) -> int:
+    """``lxd/12`` -> 12 (for deterministic, numeric ordering)."""
+    return int(unit_name.rsplit("/", 1)[1])
+
+
+@dataclass(frozen=True)
+class PeerUnit:
+    """What one unit published about itself."""
+
+    name: str
+    member_name: str
+    address: str
+    clustered: bool
+
+
+class ClusterPeers:
+    """The ``cluster`` peer relation from this unit's point of view."""
+
+    def __init__(self, charm: ops.CharmBase, endpoint: str = "cluster"):
+        self._charm = charm
+        self._endpoint = endpoint
+
+    @property
+    def relation(self) -> ops.Relation | None:
+        """The peer relation (``None`` before it is created)."""
+        return self._charm.model.get_relation(self._endpoint)
+
+    @property
+    def _app_data(self) -> ops.RelationDataContent | dict[str, str]:
+        relation = self.relation
+        return relation.data[self._charm.app] if relation else {}
+
+    def _app_get(self, key: str) -> str:
+        return self._app_data.get(key, "")
+
+    def set_app(self, **values: str) -> None:
+        """Leader only: write application keys (underscores become dashes)."""
+        relation = self.relation
+        if relation is None:
+            raise RuntimeError("peer relation not created yet")
+        data = relation.data[self._charm.app]
+        for key, value in values.items():
+            data[key.replace("_", "-")] = value
+
+    # -- application data --------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """The mode the application was bootstrapped in ('' before bootstrap)."""
+        return self._app_get("mode")
+
+    @property
+    def cluster_fingerprint(self) -> str:
+        """Fingerprint of the cluster certificate ('' before bootstrap)."""
+        return self._app_get("cluster-fingerprint")
+
+    @property
+    def issuer(self) -> str:
+        """The unit that issues join tokens and removes departed members."""
+        return self._app_get("issuer")
+
+    @property
+    def snap_cohort(self) -> str:
+        """The snap cohort key ('' when none was created)."""
+        return self._app_get("snap-cohort")
+
+    def joined_members(self) -> dict[str, str]:
+        """{member name: unit name} of every unit that joined and has not been removed."""
+        raw = self._app_get("members")
+        return dict(json.loads(raw)) if raw else {}
+
+    def set_joined_members(self, members: dict[str, str]) -> None:
+        """Leader only: record the members the charm created."""
+        self.set_app(members=json.dumps(members, sort_keys=True))
+
+    # -- unit data ---------------------------------------------------------------------
+
+    def publish(self, member_name: str, address: str, clustered: bool) -> None:
+        """Write this unit's own keys."""
+        relation = self.relation
+        if relation is None:
+            return
+        data = relation.data[self._charm.unit]
+        data["member-name"] = member_name
+        data["address"] = address
+        data["clustered"] = json.dumps(clustered)
+
+    def peer_units(self) -> list[PeerUnit]:
+        """Every other unit in the relation, lowest unit number first."""
+        relation = self.relation
+        if relation is None:
+            return []
+        result = []
+        for unit in relation.units:
+            data = relation.data[unit]
+            result.append(
+                PeerUnit(
+                    name=unit.name,
+                    member_name=data.get("member-name", ""),
+                    address=data.get("address", ""),
+                    clustered=data.get("clustered") == "true",
+                )
+            )
+        return sorted(result, key=lambda p: unit_number(p.name))
+
+    def unit_names(self) -> set[str]:
+        """Names of every unit in the relation, this one included."""
+        return {p.name for p in self.peer_units()} | {self._charm.unit.name}
+
+    def any_peer_clustered(self) -> bool:
+        """Whether another unit reports it is a cluster member."""
+        return any(p.clustered for p in self.peer_units())
+
+    def issued_tokens(self) -> dict[str, str]:
+        """This unit's outstanding tokens: {unit name: secret id}."""
+        relation = self.relation
+        raw = relation.data[self._charm.unit].get("join-tokens", "") if relation else ""
+        return dict(json.loads(raw)) if raw else {}
+
+    def set_issued_tokens(self, tokens: dict[str, str]) -> None:
+        """Record this unit's outstanding tokens."""
+        relation = self.relation
+        if relation is None:
+            return
+        data = relation.data[self._charm.unit]
+        if tokens:
+            data["join-tokens"] = json.dumps(tokens, sort_keys=True)
+        else:
+            data.pop("join-tokens", None)
+
+    def token_secret_id(self) -> str:
+        """The id of the secret the issuer granted to this unit ('' when none)."""
+        relation = self.relation
+        if relation is None or not self.issuer:
+            return ""
+        for unit in relation.units:
+            if unit.name == self.issuer:
+                raw = relation.data[unit].get("join-tokens", "")
+                return dict(json.loads(raw)).get(self._charm.unit.name, "") if raw else ""
+        return ""
+
+    def get_unit(self, unit_name: str) -> ops.Unit | None:
+        """The ``ops.Unit`` of a peer, if it is still in the relation."""
+        relation = self.relation
+        if relation is None:
+            return None
+        return next((u for u in relation.units if u.name == unit_name), None)

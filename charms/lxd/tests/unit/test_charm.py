@@ -1,0 +1,570 @@
+"""Unit tests of the lxd charm (ops.testing Context/State, workload mocked)."""
+
+import json
+from unittest.mock import MagicMock
+
+import pytest
+from conftest import FINGERPRINT, member, server_info
+from ops import testing
+
+from installer import InstallError
+from lxd import (
+    JoinToken,
+    JoinTokenError,
+    LXDUnavailableError,
+    MemberConfigKey,
+    MemberNotEmptyError,
+)
+
+TOKEN = JoinToken("lxd-1", FINGERPRINT, ("192.0.2.0:8443",), "s3cr3t-join-secret", "")
+BOOTSTRAPPED = {
+    "mode": "cluster",
+    "cluster-fingerprint": FINGERPRINT,
+    "issuer": "lxd/0",
+    "members": json.dumps({"lxd-0": "lxd/0"}),
+}
+
+
+def peer(
+    app: dict[str, str] | None = None,
+    local: dict[str, str] | None = None,
+    peers: dict[int, dict[str, str]] | None = None,
+) -> testing.PeerRelation:
+    return testing.PeerRelation(
+        "cluster",
+        local_app_data=app or {},
+        local_unit_data=local or {},
+        peers_data=peers or {},
+    )
+
+
+def waiting_peer(n: int) -> dict[str, str]:
+    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "false"}
+
+
+def member_peer(n: int) -> dict[str, str]:
+    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "true"}
+
+
+def all_databag_text(state: testing.State) -> str:
+    chunks = []
+    for rel in state.relations:
+        chunks.append(json.dumps(rel.local_app_data))
+        chunks.append(json.dumps(rel.local_unit_data))
+        for data in getattr(rel, "peers_data", {}).values():
+            chunks.append(json.dumps(data))
+    return "\n".join(chunks)
+
+
+# -- bootstrap -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    ["install", "config_changed", "start", "leader_elected", "update_status", "upgrade_charm"],
+)
+def test_leader_bootstraps_the_cluster_once_on_any_event(ctx, lxd, event):
+    # GIVEN a fresh leader with the peer relation and a daemon that bootstraps on request
+    lxd.bootstrap_cluster.side_effect = lambda *a, **k: (
+        setattr(lxd.server_info, "return_value", server_info(True, **{"core.https_address": "x"}))
+        or True
+    )
+    lxd.members.return_value = [member("lxd-0")]
+    relation = peer()
+    # WHEN any "world changed" event runs
+    out = ctx.run(getattr(ctx.on, event)(), testing.State(leader=True, relations=[relation]))
+    # THEN the cluster exists, recorded for the application, and the unit says so
+    lxd.bootstrap_cluster.assert_called_once_with(
+        "lxd-0", "192.0.2.0:8443", {}, cluster_address="192.0.2.0:8443"
+    )
+    app = out.get_relation(relation.id).local_app_data
+    assert app["mode"] == "cluster"
+    assert app["cluster-fingerprint"] == FINGERPRINT
+    assert app["issuer"] == "lxd/0"
+    assert json.loads(app["members"]) == {"lxd-0": "lxd/0"}
+    assert out.get_relation(relation.id).local_unit_data["clustered"] == "true"
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (1 members)")
+    assert out.app_status == testing.ActiveStatus("1 members")
+
+
+def test_new_leader_never_bootstraps_again(ctx, lxd):
+    # GIVEN the application was bootstrapped by another unit and this one is a member
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    relation = peer(app={**BOOTSTRAPPED, "issuer": "lxd/1"}, peers={1: member_peer(1)})
+    # WHEN leadership moves here
+    out = ctx.run(ctx.on.leader_elected(), testing.State(leader=True, relations=[relation]))
+    # THEN no bootstrap, and this unit takes over issuing tokens
+    lxd.bootstrap_cluster.assert_not_called()
+    assert out.get_relation(relation.id).local_app_data["issuer"] == "lxd/0"
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (2 members)")
+
+
+def test_leader_that_is_not_a_member_delegates_token_issuing(ctx, lxd):
+    # GIVEN a leader that has not joined yet, and two member peers
+    relation = peer(app=BOOTSTRAPPED, peers={2: member_peer(2), 1: member_peer(1)})
+    # WHEN it reconciles
+    out = ctx.run(ctx.on.leader_elected(), testing.State(leader=True, relations=[relation]))
+    # THEN the lowest-numbered member issues tokens, and this unit waits for one
+    assert out.get_relation(relation.id).local_app_data["issuer"] == "lxd/1"
+    assert out.unit_status == testing.WaitingStatus("waiting for a join token")
+
+
+def test_leader_does_not_fork_a_cluster_whose_record_is_missing(ctx, lxd):
+    # GIVEN no cluster record but a peer that says it is a member
+    relation = peer(peers={1: member_peer(1)})
+    out = ctx.run(ctx.on.leader_elected(), testing.State(leader=True, relations=[relation]))
+    lxd.bootstrap_cluster.assert_not_called()
+    assert out.unit_status == testing.WaitingStatus(
+        "a peer is clustered but the cluster record is missing"
+    )
+
+
+def test_non_leader_waits_for_the_bootstrap(ctx_unit1, lxd):
+    relation = peer(peers={0: {}})
+    out = ctx_unit1.run(ctx_unit1.on.install(), testing.State(relations=[relation]))
+    lxd.bootstrap_cluster.assert_not_called()
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for the leader to bootstrap the cluster"
+    )
+
+
+def test_leader_waits_for_the_peer_relation(ctx, lxd):
+    out = ctx.run(ctx.on.install(), testing.State(leader=True))
+    lxd.bootstrap_cluster.assert_not_called()
+    assert out.unit_status == testing.WaitingStatus("waiting for the peer relation")
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+def bootstrapped_leader(lxd: MagicMock) -> None:
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0")]
+    lxd.issue_join_token.return_value = TOKEN
+    lxd.member_config.return_value = [MemberConfigKey("storage-pool", "default", "source")]
+
+
+def test_issuer_grants_a_token_secret_to_the_joiner_only(ctx, lxd):
+    # GIVEN a bootstrapped issuer and a unit asking to join
+    bootstrapped_leader(lxd)
+    relation = peer(app=BOOTSTRAPPED, peers={1: waiting_peer(1)})
+    # WHEN the joiner's data arrives
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=1),
+        testing.State(leader=True, relations=[relation]),
+    )
+    # THEN a token for lxd-1 sits in a unit-owned secret granted to lxd/1 alone
+    lxd.issue_join_token.assert_called_once_with("lxd-1")
+    (secret,) = out.secrets
+    assert secret.owner == "unit"
+    assert secret.label == "join-token-lxd-1"
+    assert secret.remote_grants == {relation.id: {"lxd/1"}}
+    assert JoinToken.decode(secret.tracked_content["token"]) == TOKEN
+    assert json.loads(secret.tracked_content["member-config"]) == [
+        {"entity": "storage-pool", "name": "default", "key": "source", "description": ""}
+    ]
+    local = out.get_relation(relation.id).local_unit_data
+    assert json.loads(local["join-tokens"]) == {"lxd/1": secret.id}
+    # AND neither the token nor its secret is in any databag
+    text = all_databag_text(out)
+    assert TOKEN.secret not in text
+    assert TOKEN.encode() not in text
+
+
+def test_joins_are_serialized_one_token_at_a_time(ctx, lxd):
+    bootstrapped_leader(lxd)
+    relation = peer(app=BOOTSTRAPPED, peers={2: waiting_peer(2), 1: waiting_peer(1)})
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    lxd.issue_join_token.assert_called_once_with("lxd-1")
+    assert list(json.loads(out.get_relation(relation.id).local_unit_data["join-tokens"])) == [
+        "lxd/1"
+    ]
+
+
+def test_used_token_is_revoked_and_the_next_joiner_served(ctx, lxd):
+    # GIVEN lxd/1 joined with its token while lxd/2 waits
+    bootstrapped_leader(lxd)
+    used = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-1")
+    relation = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": used.id})},
+        peers={1: member_peer(1), 2: waiting_peer(2)},
+    )
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=1),
+        testing.State(leader=True, relations=[relation], secrets=[used]),
+    )
+    # THEN lxd/1's secret is gone, its LXD token revoked, and lxd/2 has the next token
+    lxd.revoke_join_token.assert_any_call("lxd-1")
+    assert [s.label for s in out.secrets] == ["join-token-lxd-2"]
+    tokens = json.loads(out.get_relation(relation.id).local_unit_data["join-tokens"])
+    assert list(tokens) == ["lxd/2"]
+    assert json.loads(out.get_relation(relation.id).local_app_data["members"]) == {
+        "lxd-0": "lxd/0",
+        "lxd-1": "lxd/1",
+    }
+
+
+def test_token_of_a_unit_that_departs_before_joining_is_revoked(ctx, lxd):
+    bootstrapped_leader(lxd)
+    issued = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-1")
+    relation = peer(app=BOOTSTRAPPED, local={"join-tokens": json.dumps({"lxd/1": issued.id})})
+    out = ctx.run(
+        ctx.on.relation_departed(relation, remote_unit=1, departing_unit=1),
+        testing.State(leader=True, relations=[relation], secrets=[issued]),
+    )
+    lxd.revoke_join_token.assert_called_once_with("lxd-1")
+    assert out.secrets == frozenset()
+    assert "join-tokens" not in out.get_relation(relation.id).local_unit_data
+
+
+def test_former_issuer_revokes_its_outstanding_tokens(ctx, lxd):
+    # GIVEN this unit issued a token but the leader moved issuing elsewhere
+    bootstrapped_leader(lxd)
+    issued = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-2")
+    relation = peer(
+        app={**BOOTSTRAPPED, "issuer": "lxd/1"},
+        local={"join-tokens": json.dumps({"lxd/2": issued.id})},
+        peers={1: member_peer(1), 2: waiting_peer(2)},
+    )
+    out = ctx.run(ctx.on.update_status(), testing.State(relations=[relation], secrets=[issued]))
+    lxd.revoke_join_token.assert_called_once_with("lxd-2")
+    lxd.issue_join_token.assert_not_called()
+    assert out.secrets == frozenset()
+
+
+# -- joining ---------------------------------------------------------------------------
+
+
+def joiner_state(content: dict[str, str], app: dict[str, str] | None = None):
+    secret = testing.Secret(content)
+    relation = peer(
+        app=app or BOOTSTRAPPED,
+        peers={0: {**member_peer(0), "join-tokens": json.dumps({"lxd/1": secret.id})}},
+    )
+    return relation, testing.State(relations=[relation], secrets=[secret])
+
+
+def test_joiner_joins_with_its_token_and_member_config(ctx_unit1, lxd):
+    # GIVEN a granted token and a preseed that names this member's pool source
+    keys = [{"entity": "storage-pool", "name": "default", "key": "source", "description": ""}]
+    relation, state = joiner_state({"token": TOKEN.encode(), "member-config": json.dumps(keys)})
+    preseed = "storage_pools:\n- {name: default, driver: dir, config: {source: /srv/lxd}}\n"
+    state = testing.State(
+        relations=state.relations, secrets=state.secrets, config={"preseed": preseed}
+    )
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    # WHEN the secret reaches it
+    out = ctx_unit1.run(ctx_unit1.on.relation_changed(relation, remote_unit=0), state)
+    # THEN it joined as lxd-1 with its own source, and says it is a member
+    lxd.join_cluster.assert_called_once_with(
+        TOKEN,
+        "lxd-1",
+        "192.0.2.0:8443",
+        [{"entity": "storage-pool", "name": "default", "key": "source", "value": "/srv/lxd"}],
+    )
+    assert out.get_relation(relation.id).local_unit_data["clustered"] == "true"
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-1 (2 members)")
+
+
+def test_joiner_asks_for_a_token_and_waits(ctx_unit1, lxd):
+    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
+    out = ctx_unit1.run(
+        ctx_unit1.on.relation_joined(relation, remote_unit=0), testing.State(relations=[relation])
+    )
+    local = out.get_relation(relation.id).local_unit_data
+    assert local == {"member-name": "lxd-1", "address": "192.0.2.0:8443", "clustered": "false"}
+    assert out.unit_status == testing.WaitingStatus("waiting for a join token")
+
+
+def test_joiner_refuses_a_token_for_another_cluster(ctx_unit1, lxd):
+    other = JoinToken("lxd-1", "cd" * 32, ("192.0.2.9:8443",), "x")
+    relation, state = joiner_state({"token": other.encode()})
+    (secret,) = state.secrets
+    out = ctx_unit1.run(ctx_unit1.on.secret_changed(secret), state)
+    lxd.join_cluster.assert_not_called()
+    assert out.unit_status == testing.BlockedStatus(
+        f"join token names certificate {'cd' * 6}, the cluster's is {'ab' * 6}; refusing to join"
+    )
+
+
+def test_joiner_reports_a_malformed_token(ctx_unit1, lxd):
+    relation, state = joiner_state({"token": "not-a-token"})
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    lxd.join_cluster.assert_not_called()
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith("join token from lxd/0 is unusable: malformed")
+
+
+def test_joiner_reports_a_token_the_cluster_refuses(ctx_unit1, lxd):
+    relation, state = joiner_state({"token": TOKEN.encode()})
+    lxd.join_cluster.side_effect = JoinTokenError("fingerprint does not match the cluster")
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus(
+        "join token rejected: fingerprint does not match the cluster"
+    )
+
+
+def test_joiner_waits_until_the_secret_is_readable(ctx_unit1, lxd):
+    relation = peer(
+        app=BOOTSTRAPPED, peers={0: {"join-tokens": json.dumps({"lxd/1": "secret:missing"})}}
+    )
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), testing.State(relations=[relation]))
+    assert out.unit_status == testing.WaitingStatus("waiting for access to the join token")
+
+
+# -- scale-in --------------------------------------------------------------------------
+
+
+def test_departing_unit_evacuates_itself_while_others_are_online(ctx_unit1, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
+    ctx_unit1.run(
+        ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
+        testing.State(relations=[relation]),
+    )
+    lxd.evacuate_member.assert_called_once_with("lxd-1")
+    lxd.remove_member.assert_not_called()
+
+
+def test_last_departing_member_keeps_its_instances(ctx_unit1, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0", "Offline"), member("lxd-1")]
+    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
+    ctx_unit1.run(
+        ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
+        testing.State(relations=[relation]),
+    )
+    lxd.evacuate_member.assert_not_called()
+
+
+def departed_state(status: str, instances: list[str]):
+    record = {"lxd-0": "lxd/0", "lxd-1": "lxd/1", "lxd-2": "lxd/2"}
+    relation = peer(app={**BOOTSTRAPPED, "members": json.dumps(record)}, peers={1: member_peer(1)})
+    return relation, testing.State(leader=True, relations=[relation])
+
+
+@pytest.mark.parametrize(
+    ("status", "instances", "evacuated", "force"),
+    [
+        ("Evacuated", [], False, False),  # the departing unit emptied itself
+        ("Online", ["default/c1"], True, False),  # it could not: the leader does it
+        ("Offline", [], False, True),  # its machine is gone, but it held nothing
+    ],
+)
+def test_leader_removes_a_departed_member(ctx, lxd, status, instances, evacuated, force):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2", status)]
+    lxd.member_instances.return_value = instances
+    relation, state = departed_state(status, instances)
+    out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=2), state)
+    assert lxd.evacuate_member.called == evacuated
+    lxd.remove_member.assert_called_once_with("lxd-2", force=force)
+    assert json.loads(out.get_relation(relation.id).local_app_data["members"]) == {
+        "lxd-0": "lxd/0",
+        "lxd-1": "lxd/1",
+    }
+
+
+def test_offline_departed_member_with_instances_is_not_removed(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2", "Offline")]
+    lxd.member_instances.return_value = ["default/c1"]
+    relation, state = departed_state("Offline", ["default/c1"])
+    out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=2), state)
+    lxd.remove_member.assert_not_called()
+    assert out.unit_status == testing.BlockedStatus(
+        "member lxd-2 is offline and still holds 1 instance(s); bring its machine back, "
+        "or run remove-dead-member name=lxd-2 confirm=true"
+    )
+    assert "lxd-2" in json.loads(out.get_relation(relation.id).local_app_data["members"])
+
+
+def test_member_that_keeps_instances_after_evacuation_is_not_removed(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-2", "Evacuated")]
+    lxd.remove_member.side_effect = MemberNotEmptyError("member lxd-2 still holds 1 instance(s)")
+    relation, state = departed_state("Evacuated", [])
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus("member lxd-2 still holds 1 instance(s)")
+
+
+def test_member_already_gone_is_dropped_from_the_record(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    relation, state = departed_state("Online", [])
+    out = ctx.run(ctx.on.update_status(), state)
+    lxd.remove_member.assert_not_called()
+    assert "lxd-2" not in json.loads(out.get_relation(relation.id).local_app_data["members"])
+
+
+# -- remove-dead-member ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "members", "message"),
+    [
+        (
+            {"name": "lxd-2"},
+            [],
+            "invalid 'confirm': force removal cannot be undone; run again with confirm=true",
+        ),
+        ({"name": "Bad_Name", "confirm": True}, [], "invalid 'name'"),
+        (
+            {"name": "lxd-9", "confirm": True},
+            [member("lxd-0")],
+            "no cluster member named lxd-9; members: ['lxd-0']",
+        ),
+        (
+            {"name": "lxd-2", "confirm": True},
+            [member("lxd-2")],
+            "member lxd-2 is online, not dead: remove its unit instead (juju remove-unit) "
+            "so it is evacuated first",
+        ),
+    ],
+)
+def test_remove_dead_member_refuses(ctx, lxd, params, members, message):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = members
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action("remove-dead-member", params=params), testing.State())
+    assert failure.value.message.startswith(message)
+    lxd.remove_member.assert_not_called()
+
+
+def test_remove_dead_member_forces_out_an_offline_member(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-2", "Offline")]
+    ctx.run(
+        ctx.on.action("remove-dead-member", params={"name": "lxd-2", "confirm": True}),
+        testing.State(),
+    )
+    lxd.remove_member.assert_called_once_with("lxd-2", force=True)
+    assert ctx.action_results == {"removed": "lxd-2", "members": 1}
+
+
+def test_remove_dead_member_reports_lxd_errors(ctx, lxd):
+    lxd.members.side_effect = LXDUnavailableError("no socket")
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(
+            ctx.on.action("remove-dead-member", params={"name": "lxd-2", "confirm": True}),
+            testing.State(),
+        )
+    assert failure.value.message == "removing lxd-2 failed: no socket"
+
+
+# -- config, modes, install ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"mode": "bogus"}, "config: invalid 'mode': Input should be 'cluster' or 'standalone'"),
+        ({"channel": "nope"}, "config: invalid 'channel': expected TRACK[/RISK[/BRANCH]]"),
+        ({"preseed": "cluster: {enabled: true}"}, "config: invalid 'preseed': unsupported key"),
+        ({"preseed": "[1, 2"}, "config: invalid 'preseed': not valid YAML"),
+        ({"api-port": 0}, "config: invalid 'api-port': Input should be greater than or equal"),
+        ({"metrics-port": 8443}, "config: metrics-port must differ from api-port"),
+    ],
+)
+def test_bad_config_blocks_and_changes_nothing(ctx, lxd, installer, tuning, config, message):
+    out = ctx.run(
+        ctx.on.config_changed(), testing.State(leader=True, config=config, relations=[peer()])
+    )
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith(message)
+    installer.install.assert_not_called()
+    tuning.assert_not_called()
+    lxd.bootstrap_cluster.assert_not_called()
+    lxd.update_server_config.assert_not_called()
+
+
+def test_mode_cannot_change_after_bootstrap(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    out = ctx.run(
+        ctx.on.config_changed(),
+        testing.State(
+            leader=True, config={"mode": "standalone"}, relations=[peer(app=BOOTSTRAPPED)]
+        ),
+    )
+    lxd.init_standalone.assert_not_called()
+    assert out.unit_status == testing.BlockedStatus(
+        "mode is fixed at 'cluster' since bootstrap; set it back: juju config lxd mode=cluster"
+    )
+
+
+def test_standalone_mode_sets_up_an_independent_server(ctx, lxd):
+    lxd.init_standalone.return_value = True
+    relation = peer()
+    out = ctx.run(
+        ctx.on.install(),
+        testing.State(
+            leader=True, config={"mode": "standalone", "metrics-port": 9100}, relations=[relation]
+        ),
+    )
+    lxd.init_standalone.assert_called_once_with("192.0.2.0:8443", {})
+    lxd.bootstrap_cluster.assert_not_called()
+    lxd.update_server_config.assert_called_once_with(
+        {"core.https_address": "192.0.2.0:8443", "core.metrics_address": "192.0.2.0:9100"}
+    )
+    assert out.get_relation(relation.id).local_app_data == {"mode": "standalone"}
+    assert out.opened_ports == {testing.TCPPort(8443), testing.TCPPort(9100)}
+    assert out.unit_status == testing.ActiveStatus("standalone server (LXD 5.0.2)")
+
+
+def test_install_failure_blocks_with_the_reason(ctx, installer):
+    installer.installed_version.return_value = None
+    installer.install.side_effect = InstallError("apt-get install -y failed: no space")
+    out = ctx.run(ctx.on.install(), testing.State(leader=True))
+    assert out.unit_status == testing.BlockedStatus(
+        "installing LXD failed: apt-get install -y failed: no space"
+    )
+
+
+def test_unreachable_daemon_waits(ctx, lxd):
+    lxd.wait_ready.side_effect = LXDUnavailableError("no socket at /var/lib/lxd/unix.socket")
+    lxd.server_info.side_effect = LXDUnavailableError("no socket at /var/lib/lxd/unix.socket")
+    out = ctx.run(ctx.on.start(), testing.State(leader=True, relations=[peer()]))
+    assert out.unit_status == testing.WaitingStatus(
+        "LXD is not answering: no socket at /var/lib/lxd/unix.socket"
+    )
+
+
+def test_sysctl_settings_follow_config(ctx, tuning):
+    ctx.run(
+        ctx.on.config_changed(), testing.State(config={"sysctl-tuning": False}, relations=[peer()])
+    )
+    (wanted,), _ = tuning.call_args
+    assert wanted == {"kernel.dmesg_restrict": 1, "kernel.kptr_restrict": 1}
+
+
+def test_snap_leader_creates_the_cohort_everyone_installs_with(ctx, installer):
+    installer.uses_cohort = True
+    installer.installed_version.return_value = None
+    installer.create_cohort.return_value = "cohort-key-1"
+    relation = peer()
+    out = ctx.run(ctx.on.install(), testing.State(leader=True, relations=[relation]))
+    installer.install.assert_called_once_with("5.21/stable", "cohort-key-1")
+    assert out.get_relation(relation.id).local_app_data["snap-cohort"] == "cohort-key-1"
+
+
+def test_snap_follower_waits_for_the_cohort(ctx_unit1, installer):
+    installer.uses_cohort = True
+    installer.installed_version.return_value = None
+    out = ctx_unit1.run(ctx_unit1.on.install(), testing.State(relations=[peer()]))
+    installer.install.assert_not_called()
+    assert out.unit_status == testing.WaitingStatus("waiting for the leader's snap cohort")
+
+
+def test_snap_follower_installs_with_the_leaders_cohort(ctx_unit1, installer):
+    installer.uses_cohort = True
+    installer.installed_version.return_value = None
+    ctx_unit1.run(
+        ctx_unit1.on.install(), testing.State(relations=[peer(app={"snap-cohort": "k"})])
+    )
+    installer.install.assert_called_once_with("5.21/stable", "k")

@@ -1,0 +1,1349 @@
+"""Unit tests of the LXD workload module (``src/lxd.py``), without a real daemon.
+
+The ``LXD`` class is driven through pylxd's real ``_APINode`` tree over a fake HTTP session
+(:class:`FakeSession`): every request is recorded as (METHOD, path, kwargs) and answered from
+canned LXD responses, so pylxd's own status-code handling (errors -> ``LXDAPIException``) runs
+exactly as it does against a daemon.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import subprocess
+from types import SimpleNamespace
+from typing import Any
+
+import pylxd
+import pylxd.exceptions
+import pytest
+import requests
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pylxd.client import _APINode
+
+import lxd
+from lxd import (
+    LXD,
+    InvalidPreseedError,
+    JoinToken,
+    JoinTokenError,
+    LXDError,
+    LXDPaths,
+    LXDUnavailableError,
+    Member,
+    MemberConfigKey,
+    MemberNotEmptyError,
+    ServerInfo,
+)
+
+# ---------------------------------------------------------------------------- fakes
+
+BASE = "http+unix://%2Fvar%2Flib%2Flxd%2Funix.socket"
+TIMEOUT = 30
+
+
+class FakeResponse:
+    """What a ``requests`` response looks like to pylxd and to ``lxd.py``."""
+
+    def __init__(self, status_code: int, body: Any):
+        self.status_code = status_code
+        self._body = body
+        raw = body if isinstance(body, str) else json.dumps(body)
+        self.content = raw.encode()
+
+    def json(self) -> Any:
+        if isinstance(self._body, str):
+            raise ValueError("not JSON")
+        return self._body
+
+
+def sync(metadata: Any) -> FakeResponse:
+    """A synchronous LXD answer."""
+    return FakeResponse(
+        200, {"type": "sync", "status": "Success", "status_code": 200, "metadata": metadata}
+    )
+
+
+def started(op_id: str, metadata: Any = None) -> FakeResponse:
+    """A background operation LXD started (202 Accepted)."""
+    return FakeResponse(
+        202,
+        {
+            "type": "async",
+            "status": "Operation created",
+            "status_code": 100,
+            "operation": f"/1.0/operations/{op_id}",
+            "metadata": metadata,
+        },
+    )
+
+
+def op_done(metadata: Any = None) -> FakeResponse:
+    """``GET /1.0/operations/<id>/wait`` of an operation that succeeded."""
+    return sync({"status": "Success", "status_code": 200, "err": "", "metadata": metadata})
+
+
+def op_failed(err: str, status: str = "Failure") -> FakeResponse:
+    """``GET /1.0/operations/<id>/wait`` of an operation that failed."""
+    return sync({"status": status, "status_code": 400, "err": err, "metadata": None})
+
+
+def api_error(code: int, message: str) -> FakeResponse:
+    """An LXD error answer."""
+    return FakeResponse(code, {"type": "error", "error": message, "error_code": code})
+
+
+def server(clustered: bool = False, config: dict[str, Any] | None = None) -> FakeResponse:
+    """``GET /1.0`` of a daemon."""
+    return sync(
+        {
+            "api_extensions": ["clustering", "clustering_join"],
+            "config": config or {},
+            "environment": {
+                "server_version": "5.21.3",
+                "server_clustered": clustered,
+                "server_name": "lxd-0" if clustered else "host-a",
+                "certificate_fingerprint": "ab" * 32,
+            },
+        }
+    )
+
+
+class FakeSession:
+    """Stands in for pylxd's ``requests`` session: records requests, answers canned ones."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Any]] = {}
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def on(self, method: str, path: str, *replies: Any) -> None:
+        """Answer ``method path`` with ``replies`` in turn (the last one repeats).
+
+        A reply is a :class:`FakeResponse` or an exception to raise.
+        """
+        self.routes[(method, path)] = list(replies)
+
+    def writes(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every request that is not a GET."""
+        return [call for call in self.calls if call[0] != "GET"]
+
+    def paths(self) -> list[tuple[str, str]]:
+        """(METHOD, path) of every request, in order."""
+        return [(method, path) for method, path, _ in self.calls]
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
+        assert url.startswith(BASE), url
+        path = url.removeprefix(BASE)
+        kwargs.pop("timeout", None)  # pylxd's HTTP timeout, not part of the request
+        self.calls.append((method, path, kwargs))
+        replies = self.routes.get((method, path))
+        if not replies:
+            raise AssertionError(f"unexpected request {method} {path}")
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def get(self, url: str, **kwargs: Any) -> FakeResponse:
+        return self._request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> FakeResponse:
+        return self._request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> FakeResponse:
+        return self._request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> FakeResponse:
+        return self._request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> FakeResponse:
+        return self._request("DELETE", url, **kwargs)
+
+
+@pytest.fixture
+def api() -> FakeSession:
+    return FakeSession()
+
+
+@pytest.fixture
+def paths(tmp_path) -> LXDPaths:
+    return LXDPaths(
+        lxd_dir=str(tmp_path / "lxd"),
+        lxd_binary="/usr/bin/lxd",
+        ceph_dir=str(tmp_path / "ceph"),
+        ovn_dir=str(tmp_path / "ovn"),
+    )
+
+
+@pytest.fixture
+def daemon(paths, api) -> LXD:
+    """An ``LXD`` whose client talks to ``api`` through pylxd's real API tree."""
+    client = LXD(paths, timeout=TIMEOUT)
+    client._client = SimpleNamespace(api=_APINode(f"{BASE}/1.0", api, timeout=TIMEOUT))
+    return client
+
+
+def _self_signed(common_name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="module")
+def cluster_pem() -> str:
+    """The certificate a genuine cluster serves."""
+    return _self_signed("lxd-cluster")
+
+
+@pytest.fixture(scope="module")
+def other_pem() -> str:
+    """The certificate some other server serves."""
+    return _self_signed("impostor")
+
+
+def sha256_of(pem: str) -> str:
+    return x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA256()).hex()
+
+
+@pytest.fixture
+def serving(monkeypatch):
+    """Make ``served_certificate`` answer from a dict address -> PEM (missing: unreachable)."""
+    served: dict[str, str] = {}
+    asked: list[str] = []
+
+    def fake(address: str, timeout: float = 10.0) -> str:
+        asked.append(address)
+        if address not in served:
+            raise LXDUnavailableError(f"cannot reach {address}: refused")
+        return served[address]
+
+    monkeypatch.setattr(lxd, "served_certificate", fake)
+    return SimpleNamespace(certs=served, asked=asked)
+
+
+@pytest.fixture
+def run(monkeypatch):
+    """Record ``subprocess.run`` calls of ``lxd init``; answer with ``run.result``."""
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+    state = SimpleNamespace(
+        calls=calls, result=subprocess.CompletedProcess([], 0, stdout="", stderr="")
+    )
+
+    def fake(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return state.result
+
+    monkeypatch.setattr(lxd.subprocess, "run", fake)
+    return state
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def test_member_name_for_unit():
+    assert lxd.member_name_for_unit("lxd/12") == "lxd-12"
+
+
+def test_join_token_encodes_to_lxds_wire_format():
+    # GIVEN a token
+    token = JoinToken("lxd-1", "ab12", ("10.0.0.1:8443", "10.0.0.2:8443"), "s3cret", "2030-01-01")
+
+    # WHEN it is encoded
+    encoded = token.encode()
+
+    # THEN it is base64 of the JSON LXD prints for `lxc cluster add`
+    assert json.loads(base64.b64decode(encoded)) == {
+        "server_name": "lxd-1",
+        "fingerprint": "ab12",
+        "addresses": ["10.0.0.1:8443", "10.0.0.2:8443"],
+        "secret": "s3cret",
+        "expires_at": "2030-01-01",
+    }
+    assert JoinToken.decode(encoded) == token
+
+
+def test_join_token_decode_lowercases_fingerprint_and_defaults_expiry():
+    # GIVEN a token from an LXD that has no expiry field and prints an upper-case fingerprint
+    raw = {"server_name": "lxd-1", "fingerprint": "ABCDEF", "addresses": ["h:1"], "secret": "x"}
+    encoded = base64.b64encode(json.dumps(raw).encode()).decode()
+
+    # WHEN it is decoded
+    token = JoinToken.decode(encoded)
+
+    # THEN
+    assert token == JoinToken("lxd-1", "abcdef", ("h:1",), "x", "")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        pytest.param("not base64!", id="not-base64"),
+        pytest.param(_b64("{not json"), id="not-json"),
+        pytest.param(_b64('{"server_name": "a", "addresses": [], "secret": "s"}'), id="no-fp"),
+        pytest.param(_b64('["a", "b"]'), id="json-list"),
+        pytest.param(
+            _b64('{"server_name": "a", "fingerprint": "f", "addresses": 1, "secret": "s"}'),
+            id="addresses-not-a-list",
+        ),
+    ],
+)
+def test_join_token_decode_rejects_malformed_tokens(encoded):
+    with pytest.raises(JoinTokenError, match="^malformed join token: "):
+        JoinToken.decode(encoded)
+
+
+def test_certificate_fingerprint_is_sha256_of_der(cluster_pem, other_pem):
+    # WHEN / THEN: the fingerprint LXD prints (lowercase hex SHA-256 of the DER certificate)
+    assert lxd.certificate_fingerprint(cluster_pem) == sha256_of(cluster_pem)
+    assert len(lxd.certificate_fingerprint(cluster_pem)) == 64
+    assert lxd.certificate_fingerprint(cluster_pem) != lxd.certificate_fingerprint(other_pem)
+
+
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("127.0.0.2:8443", ("127.0.0.2", 8443)),
+        ("[fd00::1]:8443", ("fd00::1", 8443)),
+        ("lxd-0.example:9443", ("lxd-0.example", 9443)),
+    ],
+)
+def test_split_address(address, expected):
+    assert lxd.split_address(address) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_parse_preseed_empty_is_empty_mapping(text):
+    assert lxd.parse_preseed(text) == {}
+
+
+def test_parse_preseed_returns_the_mapping():
+    # GIVEN a preseed with every key the operator may set
+    text = (
+        "config: {images.auto_update_interval: '6'}\n"
+        "networks: [{name: lxdbr0, type: bridge}]\n"
+        "storage_pools: [{name: local, driver: zfs}]\n"
+        "profiles: [{name: default}]\n"
+        "projects: [{name: dev}]\n"
+    )
+
+    # WHEN / THEN
+    assert lxd.parse_preseed(text) == {
+        "config": {"images.auto_update_interval": "6"},
+        "networks": [{"name": "lxdbr0", "type": "bridge"}],
+        "storage_pools": [{"name": "local", "driver": "zfs"}],
+        "profiles": [{"name": "default"}],
+        "projects": [{"name": "dev"}],
+    }
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("config: [unclosed", "not valid YAML (ParserError)"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        (
+            "cluster: {enabled: true}\nbogus: 1\n",
+            "unsupported key(s) bogus, cluster; allowed: config, networks, profiles, projects,"
+            " storage_pools (clustering is managed by the charm)",
+        ),
+        ("storage_pools: {name: x}\n", "'storage_pools' must be a list of mappings with a 'name'"),
+        ("networks: [{type: bridge}]\n", "'networks' must be a list of mappings with a 'name'"),
+        ("profiles: [default]\n", "'profiles' must be a list of mappings with a 'name'"),
+        ("config: [a, b]\n", "'config' must be a mapping"),
+    ],
+)
+def test_parse_preseed_rejects(text, message):
+    with pytest.raises(InvalidPreseedError) as exc_info:
+        lxd.parse_preseed(text)
+    assert str(exc_info.value) == message
+
+
+DEFAULT_POOLS = [{"name": "default", "driver": "dir"}]
+DEFAULT_PROFILES = [
+    {"name": "default", "devices": {"root": {"path": "/", "pool": "default", "type": "disk"}}}
+]
+
+
+def test_build_preseed_first_member_defaults():
+    # WHEN the first member's preseed is built from an empty operator preseed
+    preseed = lxd.build_preseed({}, https_address="10.0.0.1:8443", member_name="lxd-0")
+
+    # THEN it has the address, a dir pool, a default profile on it, and clustering
+    assert preseed == {
+        "config": {"core.https_address": "10.0.0.1:8443"},
+        "storage_pools": DEFAULT_POOLS,
+        "profiles": DEFAULT_PROFILES,
+        "cluster": {"server_name": "lxd-0", "enabled": True},
+    }
+
+
+def test_build_preseed_separate_cluster_address():
+    preseed = lxd.build_preseed(
+        {}, https_address="10.0.0.1:8443", member_name="lxd-0", cluster_address="10.1.0.1:8443"
+    )
+    assert preseed["config"] == {
+        "core.https_address": "10.0.0.1:8443",
+        "cluster.https_address": "10.1.0.1:8443",
+    }
+
+
+def test_build_preseed_same_cluster_address_is_not_repeated():
+    preseed = lxd.build_preseed(
+        {}, https_address="10.0.0.1:8443", member_name="lxd-0", cluster_address="10.0.0.1:8443"
+    )
+    assert preseed["config"] == {"core.https_address": "10.0.0.1:8443"}
+
+
+def test_build_preseed_standalone_has_no_cluster():
+    # WHEN a standalone preseed is built (even with a cluster address at hand)
+    preseed = lxd.build_preseed(
+        {}, https_address="10.0.0.1:8443", member_name=None, cluster_address="10.1.0.1:8443"
+    )
+
+    # THEN nothing about clustering is in it
+    assert preseed == {
+        "config": {"core.https_address": "10.0.0.1:8443"},
+        "storage_pools": DEFAULT_POOLS,
+        "profiles": DEFAULT_PROFILES,
+    }
+
+
+def test_build_preseed_keeps_operator_pools_and_profiles_without_mutating_them():
+    # GIVEN an operator preseed with its own pool (and config) but no profiles
+    user = {
+        "config": {"core.https_address": "ignored:1", "images.auto_update_interval": "6"},
+        "storage_pools": [{"name": "fast", "driver": "zfs", "config": {"size": "30GiB"}}],
+    }
+    snapshot = json.loads(json.dumps(user))
+
+    # WHEN
+    preseed = lxd.build_preseed(user, https_address="10.0.0.1:8443", member_name="lxd-0")
+
+    # THEN the pool is kept, the default profile's root disk uses it, the address is the charm's
+    assert preseed["storage_pools"] == snapshot["storage_pools"]
+    assert preseed["profiles"] == [
+        {"name": "default", "devices": {"root": {"path": "/", "pool": "fast", "type": "disk"}}}
+    ]
+    assert preseed["config"] == {
+        "core.https_address": "10.0.0.1:8443",
+        "images.auto_update_interval": "6",
+    }
+    assert user == snapshot
+
+
+def test_build_preseed_keeps_operator_profiles():
+    profiles = [{"name": "default", "devices": {}}]
+    preseed = lxd.build_preseed({"profiles": profiles}, https_address="a:1", member_name=None)
+    assert preseed["profiles"] == profiles
+
+
+def test_member_values_from_preseed_only_member_specific_keys():
+    # GIVEN a preseed with member-specific and cluster-wide keys
+    preseed = {
+        "storage_pools": [
+            {
+                "name": "local",
+                "driver": "zfs",
+                "config": {"source": "/dev/sdb", "size": 30, "zfs.clone_copy": "false"},
+            },
+            {"name": "default", "driver": "dir"},
+            {"name": "none", "config": None},
+        ],
+        "networks": [
+            {"name": "br0", "config": {"bridge.external_interfaces": "eth1", "ipv4.nat": "true"}}
+        ],
+    }
+
+    # WHEN / THEN values are strings keyed (entity, name, key)
+    assert lxd.member_values_from_preseed(preseed) == {
+        ("storage-pool", "local", "source"): "/dev/sdb",
+        ("storage-pool", "local", "size"): "30",
+        ("network", "br0", "bridge.external_interfaces"): "eth1",
+    }
+
+
+def test_fill_member_config_every_asked_key_with_our_value_or_empty():
+    keys = [
+        MemberConfigKey("storage-pool", "local", "source", "pool source"),
+        MemberConfigKey("storage-pool", "default", "source"),
+    ]
+    values = {("storage-pool", "local", "source"): "/dev/sdb", ("network", "x", "y"): "unused"}
+
+    assert lxd.fill_member_config(keys, values) == [
+        {"entity": "storage-pool", "name": "local", "key": "source", "value": "/dev/sdb"},
+        {"entity": "storage-pool", "name": "default", "key": "source", "value": ""},
+    ]
+
+
+def test_served_certificate_asks_host_and_port(monkeypatch):
+    # GIVEN a TLS endpoint serving a certificate
+    asked = []
+
+    def fake(addr, timeout):
+        asked.append((addr, timeout))
+        return "PEM"
+
+    monkeypatch.setattr(lxd.ssl, "get_server_certificate", fake)
+
+    # WHEN / THEN
+    assert lxd.served_certificate("[fd00::1]:8443", timeout=3.0) == "PEM"
+    assert asked == [(("fd00::1", 8443), 3.0)]
+
+
+def test_served_certificate_unreachable(monkeypatch):
+    def fake(addr, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(lxd.ssl, "get_server_certificate", fake)
+
+    with pytest.raises(LXDUnavailableError, match=r"^cannot reach 10\.0\.0\.1:8443: .*refused"):
+        lxd.served_certificate("10.0.0.1:8443")
+
+
+def _token(cluster_pem: str, *addresses: str, name: str = "lxd-1") -> JoinToken:
+    return JoinToken(name, lxd.certificate_fingerprint(cluster_pem), addresses, "s3cret")
+
+
+def test_verified_cluster_certificate_refuses_token_for_another_member(serving, cluster_pem):
+    token = _token(cluster_pem, "10.0.0.1:8443", name="lxd-2")
+
+    with pytest.raises(JoinTokenError, match="is for member 'lxd-2', not 'lxd-1'"):
+        lxd.verified_cluster_certificate(token, "lxd-1")
+    assert serving.asked == []
+
+
+def test_verified_cluster_certificate_skips_unreachable_addresses(serving, cluster_pem):
+    # GIVEN the first address does not answer, the second serves the cluster certificate
+    serving.certs["10.0.0.2:8443"] = cluster_pem
+    token = _token(cluster_pem, "10.0.0.1:8443", "10.0.0.2:8443")
+
+    # WHEN / THEN the second address and its certificate are returned
+    assert lxd.verified_cluster_certificate(token, "lxd-1") == ("10.0.0.2:8443", cluster_pem)
+    assert serving.asked == ["10.0.0.1:8443", "10.0.0.2:8443"]
+
+
+def test_verified_cluster_certificate_refuses_other_certificate(serving, cluster_pem, other_pem):
+    # GIVEN every address serves a certificate other than the token's
+    serving.certs.update({"10.0.0.1:8443": other_pem, "10.0.0.2:8443": other_pem})
+    token = _token(cluster_pem, "10.0.0.1:8443", "10.0.0.2:8443")
+    served = lxd.certificate_fingerprint(other_pem)[:12]
+
+    # WHEN / THEN
+    with pytest.raises(JoinTokenError) as exc_info:
+        lxd.verified_cluster_certificate(token, "lxd-1")
+    assert str(exc_info.value) == (
+        f"join token fingerprint {token.fingerprint[:12]} does not match the cluster "
+        f"(10.0.0.1:8443 serves {served}, 10.0.0.2:8443 serves {served}); refusing to join"
+    )
+
+
+def test_verified_cluster_certificate_nobody_answers(serving, cluster_pem):
+    token = _token(cluster_pem, "10.0.0.1:8443", "10.0.0.2:8443")
+
+    with pytest.raises(LXDUnavailableError) as exc_info:
+        lxd.verified_cluster_certificate(token, "lxd-1")
+    assert not isinstance(exc_info.value, JoinTokenError)
+    assert str(exc_info.value) == "no cluster member answers at 10.0.0.1:8443, 10.0.0.2:8443"
+
+
+def test_api_error_of_other_exceptions_is_their_text():
+    assert lxd._api_error(RuntimeError("boom")) == "boom"
+
+
+def test_member_states():
+    assert Member("a", "", "Online").online
+    assert not Member("a", "", "Online").evacuated
+    assert Member("a", "", "EVACUATED").evacuated
+    assert not Member("a", "", "Offline").online
+
+
+# ---------------------------------------------------------------------------- connection
+
+
+def test_client_without_socket_is_unavailable(paths):
+    with pytest.raises(LXDUnavailableError, match=f"^no socket at {paths.socket}$"):
+        _ = LXD(paths).client
+
+
+def test_client_socket_not_answering_is_unavailable(paths):
+    # GIVEN a socket path that exists but nothing listens on (a plain file)
+    os.makedirs(paths.lxd_dir)
+    open(paths.socket, "w").close()
+
+    # WHEN / THEN the real pylxd client fails to connect, which is "unavailable"
+    with pytest.raises(LXDUnavailableError, match="^LXD is not answering: "):
+        _ = LXD(paths, timeout=2).client
+
+
+def test_client_connects_once_over_the_socket(paths, monkeypatch):
+    # GIVEN a socket and a pylxd that connects
+    os.makedirs(paths.lxd_dir)
+    open(paths.socket, "w").close()
+    made = []
+
+    def fake_client(**kwargs):
+        made.append(kwargs)
+        return SimpleNamespace(api=None)
+
+    monkeypatch.setattr(lxd.pylxd, "Client", fake_client)
+    daemon = LXD(paths, timeout=12.5)
+
+    # WHEN the client is used twice
+    first, second = daemon.client, daemon.client
+
+    # THEN it was made once, on the socket, with our timeout
+    assert first is second
+    assert made == [{"endpoint": paths.socket, "timeout": 12.5}]
+
+
+def test_client_error_answer_while_connecting_is_an_lxd_error(paths, monkeypatch):
+    os.makedirs(paths.lxd_dir)
+    open(paths.socket, "w").close()
+
+    def fake_client(**kwargs):
+        raise pylxd.exceptions.LXDAPIException(api_error(500, "daemon is starting"))
+
+    monkeypatch.setattr(lxd.pylxd, "Client", fake_client)
+
+    with pytest.raises(LXDError):
+        _ = LXD(paths).client
+
+
+# ---------------------------------------------------------------------------- low level
+
+
+def test_api_error_becomes_lxd_error_with_lxds_message(daemon, api):
+    api.on("GET", "/1.0/cluster", api_error(403, "not authorized"))
+
+    with pytest.raises(LXDError) as exc_info:
+        daemon.member_config()
+    assert type(exc_info.value) is LXDError
+    assert str(exc_info.value) == "GET /1.0/cluster: not authorized"
+
+
+def test_api_error_without_json_uses_the_body(daemon, api):
+    api.on("GET", "/1.0/cluster", FakeResponse(502, "bad gateway"))
+
+    with pytest.raises(LXDError, match="^GET /1.0/cluster: bad gateway$"):
+        daemon.member_config()
+
+
+def test_connection_error_is_unavailable(daemon, api):
+    api.on("GET", "/1.0", requests.ConnectionError("socket closed"))
+
+    with pytest.raises(LXDUnavailableError, match="^LXD is not answering: socket closed$"):
+        daemon.server_info()
+
+
+def test_failed_operation_is_an_lxd_error(daemon, api):
+    # GIVEN an evacuation LXD starts but fails
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
+    api.on("GET", "/1.0/operations/op1/wait", op_failed("Failed to migrate c1"))
+
+    # WHEN / THEN
+    with pytest.raises(LXDError) as exc_info:
+        daemon.evacuate_member("lxd-1")
+    assert str(exc_info.value) == "POST /1.0/cluster/members/lxd-1/state: Failed to migrate c1"
+    assert api.calls[-1] == ("GET", "/1.0/operations/op1/wait", {"params": {"timeout": TIMEOUT}})
+
+
+def test_failed_operation_without_error_text_reports_status(daemon, api):
+    api.on("DELETE", "/1.0/operations/tok", started("op2"))
+    api.on(
+        "GET",
+        "/1.0/operations",
+        sync(
+            {
+                "running": [
+                    {
+                        "id": "tok",
+                        "class": "token",
+                        "status_code": 103,
+                        "metadata": {"serverName": "a"},
+                    }
+                ]
+            }
+        ),
+    )
+    api.on("GET", "/1.0/operations/op2/wait", op_failed("", status="Cancelled"))
+
+    with pytest.raises(LXDError, match="^DELETE /1.0/operations/tok: Cancelled$"):
+        daemon.revoke_join_token("a")
+
+
+def test_operation_wait_error_is_an_lxd_error(daemon, api):
+    api.on("PATCH", "/1.0", started("gone"))
+    api.on("GET", "/1.0", server())
+    api.on("GET", "/1.0/operations/gone/wait", api_error(404, "Operation not found"))
+
+    with pytest.raises(LXDError, match="^PATCH /1.0/: Operation not found$"):
+        daemon.update_server_config({"core.https_address": "10.0.0.1:8443"})
+
+
+def test_operation_wait_connection_error_is_unavailable(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
+    api.on("GET", "/1.0/operations/op1/wait", requests.ReadTimeout("read timed out"))
+
+    with pytest.raises(LXDUnavailableError):
+        daemon.evacuate_member("lxd-1")
+
+
+def test_operation_still_running_after_one_wait_is_waited_for_again(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
+    running = sync({"status": "Running", "status_code": 103, "err": "", "metadata": None})
+    api.on("GET", "/1.0/operations/op1/wait", running, op_done())
+
+    assert daemon.evacuate_member("lxd-1") is True
+
+
+def test_wait_ready_retries_until_the_daemon_answers(daemon, api):
+    # GIVEN a daemon that refuses the first connection
+    api.on("GET", "/1.0", requests.ConnectionError("refused"), server(clustered=True))
+
+    # WHEN / THEN
+    info = daemon.wait_ready(timeout=10)
+    assert info.clustered is True
+    assert api.paths() == [("GET", "/1.0"), ("GET", "/1.0")]
+
+
+# ---------------------------------------------------------------------------- state
+
+
+def test_server_info(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True, config={"core.https_address": "10.0.0.1:8443"}))
+
+    assert daemon.server_info() == ServerInfo(
+        version="5.21.3",
+        api_extensions=["clustering", "clustering_join"],
+        clustered=True,
+        server_name="lxd-0",
+        certificate_fingerprint="ab" * 32,
+        config={"core.https_address": "10.0.0.1:8443"},
+    )
+
+
+def test_server_info_of_a_minimal_answer(daemon, api):
+    api.on("GET", "/1.0", sync({"config": None}))
+
+    assert daemon.server_info() == ServerInfo("", [], False, "", "", {})
+
+
+@pytest.mark.parametrize(
+    "clustered, config, expected",
+    [
+        (True, {}, True),
+        (False, {"core.https_address": "10.0.0.1:8443"}, True),
+        (False, {"images.auto_update_interval": "6"}, False),
+    ],
+)
+def test_is_initialized(daemon, api, clustered, config, expected):
+    api.on("GET", "/1.0", server(clustered=clustered, config=config))
+
+    assert daemon.is_initialized() is expected
+
+
+def test_update_server_config_sends_only_changed_keys(daemon, api):
+    # GIVEN a daemon with some config
+    api.on(
+        "GET",
+        "/1.0",
+        server(config={"core.https_address": "10.0.0.1:8443", "images.auto_update_interval": "6"}),
+    )
+    api.on("PATCH", "/1.0", sync({}))
+
+    # WHEN one wanted key is already set and one is not
+    changed = daemon.update_server_config(
+        {"core.https_address": "10.0.0.1:8443", "core.metrics_address": "10.0.0.1:9100"}
+    )
+
+    # THEN only the missing one is patched
+    assert changed is True
+    assert api.writes() == [
+        ("PATCH", "/1.0", {"json": {"config": {"core.metrics_address": "10.0.0.1:9100"}}})
+    ]
+
+
+def test_update_server_config_nothing_to_change(daemon, api):
+    api.on("GET", "/1.0", server(config={"core.https_address": "10.0.0.1:8443"}))
+
+    assert (
+        daemon.update_server_config(
+            {"core.https_address": "10.0.0.1:8443", "core.metrics_address": ""}
+        )
+        is False
+    )
+    assert api.writes() == []
+
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def test_apply_preseed_runs_lxd_init(daemon, run, paths):
+    # GIVEN a preseed
+    preseed = {"config": {"core.https_address": "10.0.0.1:8443"}, "cluster": {"enabled": True}}
+
+    # WHEN it is applied
+    daemon.apply_preseed(preseed)
+
+    # THEN `lxd init --preseed` got it as YAML on stdin, with LXD_DIR set
+    [(argv, kwargs)] = run.calls
+    assert argv == ["/usr/bin/lxd", "init", "--preseed"]
+    assert yaml.safe_load(kwargs["input"]) == preseed
+    assert kwargs["env"]["LXD_DIR"] == paths.lxd_dir
+    assert "PATH" in kwargs["env"]
+    assert kwargs["timeout"] == TIMEOUT
+    assert kwargs["check"] is False
+
+
+def test_apply_preseed_failure_is_an_lxd_error(daemon, run):
+    run.result = subprocess.CompletedProcess([], 1, stdout="", stderr="Error: pool exists\n")
+
+    with pytest.raises(LXDError, match="^lxd init --preseed failed: Error: pool exists$"):
+        daemon.apply_preseed({})
+
+
+def test_apply_preseed_timeout_is_an_lxd_error(daemon, monkeypatch):
+    def fake(argv, **kwargs):
+        raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+
+    monkeypatch.setattr(lxd.subprocess, "run", fake)
+
+    with pytest.raises(LXDError):
+        daemon.apply_preseed({})
+
+
+def test_bootstrap_cluster_when_already_clustered(daemon, api, run):
+    api.on("GET", "/1.0", server(clustered=True))
+
+    assert daemon.bootstrap_cluster("lxd-0", "10.0.0.1:8443", {}) is False
+    assert run.calls == []
+
+
+def test_bootstrap_cluster_applies_a_cluster_preseed(daemon, api, run):
+    # GIVEN an unclustered daemon
+    api.on("GET", "/1.0", server())
+
+    # WHEN
+    created = daemon.bootstrap_cluster(
+        "lxd-0",
+        "10.0.0.1:8443",
+        {"config": {"images.auto_update_interval": "0"}},
+        cluster_address="10.1.0.1:8443",
+    )
+
+    # THEN the preseed creates a cluster named after this member
+    assert created is True
+    [(argv, kwargs)] = run.calls
+    assert yaml.safe_load(kwargs["input"]) == {
+        "config": {
+            "images.auto_update_interval": "0",
+            "core.https_address": "10.0.0.1:8443",
+            "cluster.https_address": "10.1.0.1:8443",
+        },
+        "storage_pools": DEFAULT_POOLS,
+        "profiles": DEFAULT_PROFILES,
+        "cluster": {"server_name": "lxd-0", "enabled": True},
+    }
+
+
+def test_init_standalone_when_already_set_up(daemon, api, run):
+    api.on("GET", "/1.0", server(config={"core.https_address": "10.0.0.1:8443"}))
+
+    assert daemon.init_standalone("10.0.0.1:8443", {}) is False
+    assert run.calls == []
+
+
+def test_init_standalone_applies_a_standalone_preseed(daemon, api, run):
+    api.on("GET", "/1.0", server())
+
+    assert daemon.init_standalone("10.0.0.1:8443", {}) is True
+    [(argv, kwargs)] = run.calls
+    assert yaml.safe_load(kwargs["input"]) == {
+        "config": {"core.https_address": "10.0.0.1:8443"},
+        "storage_pools": DEFAULT_POOLS,
+        "profiles": DEFAULT_PROFILES,
+    }
+
+
+# ---------------------------------------------------------------------------- tokens
+
+
+def _token_op(op_id: str, member: str, status_code: int = 103, cls: str = "token") -> dict:
+    return {
+        "id": op_id,
+        "class": cls,
+        "status_code": status_code,
+        "metadata": {"serverName": member},
+    }
+
+
+def test_pending_join_tokens_lists_running_token_operations(daemon, api):
+    # GIVEN running tokens for lxd-2 and lxd-1, a used token for lxd-3 and another task
+    api.on(
+        "GET",
+        "/1.0/operations",
+        sync(
+            {
+                "running": [
+                    _token_op("t2", "lxd-2"),
+                    _token_op("t1", "lxd-1"),
+                    _token_op("x", "lxd-4", cls="task"),
+                ],
+                "success": [_token_op("t3", "lxd-3", status_code=200)],
+            }
+        ),
+    )
+
+    # WHEN / THEN
+    assert daemon.pending_join_tokens() == ["lxd-1", "lxd-2"]
+    assert api.calls == [("GET", "/1.0/operations", {"params": {"recursion": "1"}})]
+
+
+def test_pending_join_tokens_without_operations(daemon, api):
+    api.on("GET", "/1.0/operations", sync(None))
+
+    assert daemon.pending_join_tokens() == []
+
+
+def test_issue_join_token_revokes_the_older_token_first(daemon, api, cluster_pem):
+    # GIVEN an unused token for lxd-1 and one for lxd-2
+    api.on(
+        "GET",
+        "/1.0/operations",
+        sync({"running": [_token_op("old1", "lxd-1"), _token_op("old2", "lxd-2")]}),
+    )
+    api.on("DELETE", "/1.0/operations/old1", sync({}))
+    fingerprint = lxd.certificate_fingerprint(cluster_pem)
+    api.on(
+        "POST",
+        "/1.0/cluster/members",
+        started(
+            "new1",
+            {
+                "id": "new1",
+                "class": "token",
+                "status_code": 103,
+                "metadata": {
+                    "serverName": "lxd-1",
+                    "fingerprint": fingerprint,
+                    "addresses": ["10.0.0.1:8443"],
+                    "secret": "s3cret",
+                    "expiresAt": "2030-01-01T00:00:00Z",
+                },
+            },
+        ),
+    )
+
+    # WHEN a token is issued for lxd-1
+    token = daemon.issue_join_token("lxd-1")
+
+    # THEN lxd-1's old token (only) was cancelled before the new one was made
+    assert api.writes() == [
+        ("DELETE", "/1.0/operations/old1", {}),
+        ("POST", "/1.0/cluster/members", {"json": {"server_name": "lxd-1"}}),
+    ]
+    assert token == JoinToken(
+        "lxd-1", fingerprint, ("10.0.0.1:8443",), "s3cret", "2030-01-01T00:00:00Z"
+    )
+
+
+@pytest.mark.parametrize("name", ["LXD-1", "lxd_1", "-lxd", "lxd-", "", "a" * 64])
+def test_issue_join_token_refuses_invalid_member_names(daemon, api, name):
+    with pytest.raises(LXDError, match="^invalid member name "):
+        daemon.issue_join_token(name)
+    assert api.calls == []
+
+
+def test_issue_join_token_api_error(daemon, api):
+    api.on("GET", "/1.0/operations", sync({}))
+    api.on("POST", "/1.0/cluster/members", api_error(400, "member name already in use"))
+
+    with pytest.raises(LXDError, match="^cannot issue a join token: member name already in use$"):
+        daemon.issue_join_token("lxd-1")
+
+
+def test_issue_join_token_connection_error_is_unavailable(daemon, api):
+    api.on("GET", "/1.0/operations", sync({}))
+    api.on("POST", "/1.0/cluster/members", requests.ConnectionError("socket closed"))
+
+    with pytest.raises(LXDUnavailableError):
+        daemon.issue_join_token("lxd-1")
+
+
+def test_revoke_join_token_without_tokens(daemon, api):
+    api.on("GET", "/1.0/operations", sync({"running": [_token_op("t2", "lxd-2")]}))
+
+    assert daemon.revoke_join_token("lxd-1") is False
+    assert api.writes() == []
+
+
+def test_revoke_join_token_cancels_every_token_of_the_member(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/operations",
+        sync(
+            {
+                "running": [
+                    _token_op("a", "lxd-1"),
+                    _token_op("b", "lxd-1"),
+                    _token_op("c", "lxd-2"),
+                ]
+            }
+        ),
+    )
+    api.on("DELETE", "/1.0/operations/a", sync({}))
+    api.on("DELETE", "/1.0/operations/b", sync({}))
+
+    assert daemon.revoke_join_token("lxd-1") is True
+    assert api.paths()[1:] == [("DELETE", "/1.0/operations/a"), ("DELETE", "/1.0/operations/b")]
+
+
+def test_member_config(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/cluster",
+        sync(
+            {
+                "enabled": True,
+                "member_config": [
+                    {
+                        "entity": "storage-pool",
+                        "name": "local",
+                        "key": "source",
+                        "description": '"source" property for storage pool "local"',
+                    },
+                    {"entity": "network", "name": "br0", "key": "bridge.external_interfaces"},
+                ],
+            }
+        ),
+    )
+
+    assert daemon.member_config() == [
+        MemberConfigKey(
+            "storage-pool", "local", "source", '"source" property for storage pool "local"'
+        ),
+        MemberConfigKey("network", "br0", "bridge.external_interfaces", ""),
+    ]
+
+
+def test_member_config_of_a_standalone_server(daemon, api):
+    api.on("GET", "/1.0/cluster", sync({"enabled": False, "member_config": None}))
+
+    assert daemon.member_config() == []
+
+
+# ---------------------------------------------------------------------------- join
+
+MEMBER_CONFIG = [{"entity": "storage-pool", "name": "default", "key": "source", "value": ""}]
+
+
+def test_join_cluster_when_already_clustered(daemon, api, serving, cluster_pem):
+    api.on("GET", "/1.0", server(clustered=True))
+
+    joined = daemon.join_cluster(
+        _token(cluster_pem, "10.0.0.1:8443"), "lxd-1", "10.0.0.2:8443", MEMBER_CONFIG
+    )
+
+    assert joined is False
+    assert serving.asked == []
+    assert api.writes() == []
+
+
+def test_join_cluster_refuses_a_cluster_with_another_certificate(
+    daemon, api, serving, cluster_pem, other_pem
+):
+    # GIVEN the token's address serves a certificate other than the token names
+    api.on("GET", "/1.0", server())
+    serving.certs["10.0.0.1:8443"] = other_pem
+
+    # WHEN / THEN joining is refused and nothing is sent to the local daemon
+    with pytest.raises(JoinTokenError, match="does not match the cluster"):
+        daemon.join_cluster(
+            _token(cluster_pem, "10.0.0.1:8443"), "lxd-1", "10.0.0.2:8443", MEMBER_CONFIG
+        )
+    assert api.writes() == []
+
+
+def test_join_cluster_sends_the_whole_token_and_certificate(daemon, api, serving, cluster_pem):
+    # GIVEN an unclustered daemon and a token whose address serves the cluster certificate
+    api.on("GET", "/1.0", server())
+    api.on("PATCH", "/1.0", sync({}))
+    api.on("PUT", "/1.0/cluster", started("join"))
+    api.on("GET", "/1.0/operations/join/wait", op_done())
+    serving.certs["10.0.0.1:8443"] = cluster_pem
+    token = _token(cluster_pem, "10.0.0.9:8443", "10.0.0.1:8443")
+
+    # WHEN it joins
+    joined = daemon.join_cluster(token, "lxd-1", "10.0.0.2:8443", MEMBER_CONFIG)
+
+    # THEN it set its address, then asked to join with the verified certificate and token
+    assert joined is True
+    assert api.writes() == [
+        ("PATCH", "/1.0", {"json": {"config": {"core.https_address": "10.0.0.2:8443"}}}),
+        (
+            "PUT",
+            "/1.0/cluster",
+            {
+                "json": {
+                    "server_name": "lxd-1",
+                    "enabled": True,
+                    "server_address": "10.0.0.2:8443",
+                    "cluster_address": "10.0.0.1:8443",
+                    "cluster_certificate": cluster_pem,
+                    "cluster_password": token.encode(),
+                    "member_config": MEMBER_CONFIG,
+                }
+            },
+        ),
+    ]
+    assert api.calls[-1] == ("GET", "/1.0/operations/join/wait", {"params": {"timeout": TIMEOUT}})
+
+
+def test_join_cluster_failure_is_an_lxd_error(daemon, api, serving, cluster_pem):
+    api.on("GET", "/1.0", server(config={"core.https_address": "10.0.0.2:8443"}))
+    api.on("PUT", "/1.0/cluster", started("join"))
+    api.on("GET", "/1.0/operations/join/wait", op_failed("Failed to join cluster: bad token"))
+    serving.certs["10.0.0.1:8443"] = cluster_pem
+
+    with pytest.raises(LXDError, match="^PUT /1.0/cluster: Failed to join cluster: bad token$"):
+        daemon.join_cluster(
+            _token(cluster_pem, "10.0.0.1:8443"), "lxd-1", "10.0.0.2:8443", MEMBER_CONFIG
+        )
+    # the address was already right: no PATCH
+    assert [method for method, _, _ in api.writes()] == ["PUT"]
+
+
+# ---------------------------------------------------------------------------- members
+
+MEMBERS = [
+    {
+        "server_name": "lxd-0",
+        "url": "https://10.0.0.1:8443",
+        "status": "Online",
+        "roles": ["database-leader", "database"],
+        "message": "Fully operational",
+    },
+    {
+        "server_name": "lxd-1",
+        "url": "https://10.0.0.2:8443",
+        "status": "Evacuated",
+        "roles": None,
+        "message": "Unavailable due to maintenance",
+    },
+    {"server_name": "lxd-2", "status": "Offline"},
+]
+INSTANCES = [
+    {"name": "c1", "project": "default", "location": "lxd-1", "status": "Running"},
+    {"name": "web", "project": "prod", "location": "lxd-1", "status": "Stopped"},
+    {"name": "c2", "location": "lxd-0", "status": "Running"},
+]
+
+
+def test_members_of_a_standalone_server(daemon, api):
+    api.on("GET", "/1.0", server())
+
+    assert daemon.members() == []
+    assert api.paths() == [("GET", "/1.0")]
+
+
+def test_members(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync(MEMBERS))
+
+    assert daemon.members() == [
+        Member(
+            "lxd-0",
+            "https://10.0.0.1:8443",
+            "Online",
+            ("database-leader", "database"),
+            "Fully operational",
+        ),
+        Member(
+            "lxd-1", "https://10.0.0.2:8443", "Evacuated", (), "Unavailable due to maintenance"
+        ),
+        Member("lxd-2", "", "Offline", (), ""),
+    ]
+    assert api.calls[-1] == ("GET", "/1.0/cluster/members", {"params": {"recursion": "1"}})
+
+
+def test_member_instances_of_one_member_in_every_project(daemon, api):
+    api.on("GET", "/1.0/instances", sync(INSTANCES))
+
+    assert daemon.member_instances("lxd-1") == ["default/c1", "prod/web"]
+    assert daemon.member_instances("lxd-9") == []
+    assert api.calls[0] == (
+        "GET",
+        "/1.0/instances",
+        {"params": {"recursion": "1", "all-projects": "true"}},
+    )
+
+
+def test_instance_locations(daemon, api):
+    api.on("GET", "/1.0/instances", sync(INSTANCES + [{"name": "new"}]))
+
+    assert daemon.instance_locations() == {
+        "default/c1": ("lxd-1", "Running"),
+        "prod/web": ("lxd-1", "Stopped"),
+        "default/c2": ("lxd-0", "Running"),
+        "default/new": ("", ""),
+    }
+
+
+def test_instance_listing_when_lxd_returns_nothing(daemon, api):
+    api.on("GET", "/1.0/instances", sync(None))
+
+    assert daemon.member_instances("lxd-1") == []
+    assert daemon.instance_locations() == {}
+
+
+@pytest.fixture
+def cluster(api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync(MEMBERS))
+    return api
+
+
+def test_evacuate_member(daemon, cluster):
+    cluster.on("POST", "/1.0/cluster/members/lxd-0/state", started("ev"))
+    cluster.on("GET", "/1.0/operations/ev/wait", op_done())
+
+    assert daemon.evacuate_member("lxd-0") is True
+    assert cluster.writes() == [
+        ("POST", "/1.0/cluster/members/lxd-0/state", {"json": {"action": "evacuate"}})
+    ]
+
+
+def test_evacuate_member_already_evacuated(daemon, cluster):
+    assert daemon.evacuate_member("lxd-1") is False
+    assert cluster.writes() == []
+
+
+def test_evacuate_unknown_member(daemon, cluster):
+    with pytest.raises(LXDError, match="^'lxd-7' is not a cluster member$"):
+        daemon.evacuate_member("lxd-7")
+
+
+def test_restore_member(daemon, cluster):
+    cluster.on("POST", "/1.0/cluster/members/lxd-1/state", started("re"))
+    cluster.on("GET", "/1.0/operations/re/wait", op_done())
+
+    assert daemon.restore_member("lxd-1") is True
+    assert cluster.writes() == [
+        ("POST", "/1.0/cluster/members/lxd-1/state", {"json": {"action": "restore"}})
+    ]
+
+
+def test_restore_member_not_evacuated(daemon, cluster):
+    assert daemon.restore_member("lxd-0") is False
+    assert cluster.writes() == []
+
+
+CERTIFICATES = [
+    {"type": "server", "name": "lxd-1", "fingerprint": "f1"},
+    {"type": "client", "name": "lxd-1", "fingerprint": "f2"},
+    {"type": "server", "name": "lxd-0", "fingerprint": "f0"},
+]
+
+
+def test_remove_member_refuses_a_member_with_instances(daemon, api):
+    api.on("GET", "/1.0/instances", sync(INSTANCES))
+
+    with pytest.raises(MemberNotEmptyError) as exc_info:
+        daemon.remove_member("lxd-1")
+    assert str(exc_info.value) == (
+        "member lxd-1 still holds 2 instance(s) (default/c1, prod/web); evacuate it first"
+    )
+    assert api.writes() == []
+
+
+def test_remove_member_without_instances_or_certificate(daemon, api):
+    # GIVEN an empty member that has no server certificate in the trust store
+    api.on("GET", "/1.0/instances", sync(INSTANCES))
+    api.on("DELETE", "/1.0/cluster/members/lxd-2", sync({}))
+    api.on("GET", "/1.0/certificates", sync(CERTIFICATES))
+
+    # WHEN it is removed
+    daemon.remove_member("lxd-2")
+
+    # THEN only the member is deleted, without force
+    assert api.writes() == [("DELETE", "/1.0/cluster/members/lxd-2", {"params": {}})]
+
+
+def test_remove_member_forgets_only_its_server_certificate(daemon, api):
+    api.on("GET", "/1.0/instances", sync([]))
+    api.on("DELETE", "/1.0/cluster/members/lxd-1", sync({}))
+    api.on("GET", "/1.0/certificates", sync(CERTIFICATES))
+    api.on("DELETE", "/1.0/certificates/f1", sync({}))
+
+    daemon.remove_member("lxd-1")
+
+    assert api.writes() == [
+        ("DELETE", "/1.0/cluster/members/lxd-1", {"params": {}}),
+        ("DELETE", "/1.0/certificates/f1", {}),
+    ]
+    assert ("GET", "/1.0/certificates", {"params": {"recursion": "1"}}) in api.calls
+
+
+def test_remove_member_force_skips_the_instance_check(daemon, api):
+    # GIVEN a dead member that still holds instances
+    api.on("DELETE", "/1.0/cluster/members/lxd-1", sync({}))
+    api.on("GET", "/1.0/certificates", sync(CERTIFICATES))
+    api.on("DELETE", "/1.0/certificates/f1", sync({}))
+
+    # WHEN it is force-removed
+    daemon.remove_member("lxd-1", force=True)
+
+    # THEN instances were not even listed, and the delete carries force=1
+    assert ("GET", "/1.0/instances") not in api.paths()
+    assert api.writes() == [
+        ("DELETE", "/1.0/cluster/members/lxd-1", {"params": {"force": "1"}}),
+        ("DELETE", "/1.0/certificates/f1", {}),
+    ]
+
+
+def test_forget_server_certificate_without_one(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(None))
+
+    assert daemon.forget_server_certificate("lxd-1") is False
+    assert api.writes() == []
+
+
+def test_forget_server_certificate(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(CERTIFICATES))
+    api.on("DELETE", "/1.0/certificates/f0", sync({}))
+
+    assert daemon.forget_server_certificate("lxd-0") is True
+    assert api.writes() == [("DELETE", "/1.0/certificates/f0", {})]
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "10.0.0.1:", ":8443", "host:https"])
+def test_split_address_refuses_what_is_not_host_and_port(address):
+    with pytest.raises(LXDError, match="is not HOST:PORT"):
+        lxd.split_address(address)
