@@ -23,6 +23,7 @@ from lxd import (
     LXDUnavailableError,
     MemberConfigKey,
     MemberNotEmptyError,
+    SoleDatabaseMemberError,
     fill_member_config,
     member_name_for_unit,
     member_values_from_preseed,
@@ -39,6 +40,14 @@ class StepStopped(Exception):  # noqa: N818 - a control-flow signal carrying a s
     def __init__(self, status: ops.StatusBase):
         super().__init__(status.message)
         self.status = status
+
+
+class RefusedToLeaveError(Exception):
+    """Fails the departing unit's hook on purpose, so Juju keeps its machine.
+
+    Failing a hook is the one way a unit can stop its own teardown; it is used only where
+    going ahead would destroy the cluster (its only database copy would leave).
+    """
 
 
 def waiting(message: str) -> StepStopped:
@@ -285,19 +294,16 @@ class LXDCharm(ops.CharmBase):
             self.peers.set_joined_members(record)
 
     def _remove_member(self, member: str, reachable: bool) -> None:
-        instances = self.lxd.member_instances(member)
-        if reachable and instances:
-            logger.info("evacuating departed member %s (%d instances)", member, len(instances))
-            self.lxd.evacuate_member(member)
-        elif instances:
+        stranded = [] if reachable else self.lxd.member_instances(member)
+        if stranded:
             raise blocked(
-                f"member {member} is offline and still holds {len(instances)} instance(s); "
+                f"member {member} is offline and still holds {len(stranded)} instance(s); "
                 f"bring its machine back, or run remove-dead-member name={member} confirm=true"
             )
         try:
             # An unreachable member that holds nothing can only be removed with force.
-            self.lxd.remove_member(member, force=not reachable)
-        except MemberNotEmptyError as exc:
+            self.lxd.remove_member(member, force=not reachable, evacuate=reachable)
+        except (MemberNotEmptyError, SoleDatabaseMemberError) as exc:
             raise blocked(str(exc)) from None
         logger.info("removed departed member %s", member)
 
@@ -336,6 +342,14 @@ class LXDCharm(ops.CharmBase):
         if not others:
             logger.warning("no other online member to take instances; not evacuating")
             return
+        if self.app.planned_units() > 0:  # only this unit goes: the cluster must survive
+            try:
+                self.lxd.check_database_survives(self.member_name)
+            except SoleDatabaseMemberError as exc:
+                raise RefusedToLeaveError(
+                    f"{exc}. Add a unit first (juju add-unit {self.app.name}), then retry "
+                    f"with: juju resolved {self.unit.name}; or remove another unit instead"
+                ) from None
         if self.lxd.evacuate_member(self.member_name):
             logger.info("evacuated %s before departure", self.member_name)
 

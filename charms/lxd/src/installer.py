@@ -119,6 +119,7 @@ class DebInstaller:
             ovn_dir="/etc/ovn",
         )
         self._systemd = os.path.isdir("/run/systemd/system") if systemd is None else systemd
+        self.proc_root = "/proc"
 
     def create_cohort(self) -> str:
         """Packages have no cohorts: the archive pins the version."""
@@ -144,13 +145,17 @@ class DebInstaller:
         return True
 
     def _pid_alive(self) -> bool:
+        """Whether the pid in ``lxd.pid`` is a live ``lxd`` (not a zombie, not a reused pid)."""
         try:
             with open(os.path.join(self.paths.lxd_dir, "lxd.pid")) as f:
                 pid = int(f.read().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
+            with open(os.path.join(self.proc_root, str(pid), "stat")) as f:
+                state = f.read().rpartition(")")[2].split()[0]
+            with open(os.path.join(self.proc_root, str(pid), "cmdline"), "rb") as f:
+                argv0 = f.read().split(b"\0", 1)[0].decode()
+        except (OSError, ValueError, IndexError):
             return False
-        return True
+        return state != "Z" and argv0 == self.paths.lxd_binary
 
     def ensure_running(self) -> bool:
         """Start the daemon: through systemd where it runs, directly otherwise."""

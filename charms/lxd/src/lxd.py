@@ -42,6 +42,14 @@ MEMBER_SPECIFIC_KEYS = frozenset(
     }
 )
 PRESEED_KEYS = frozenset({"config", "networks", "storage_pools", "profiles", "projects"})
+DATABASE_ROLES = frozenset({"database", "database-leader"})
+# How a member says it cannot reach the cluster database right now (a leader election, a
+# member being removed); it answers again once the database has a leader.
+DATABASE_UNAVAILABLE = (
+    "context deadline exceeded",
+    "no available dqlite leader",
+    "RAFT cluster is unavailable",
+)
 MEMBER_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -59,6 +67,15 @@ class JoinTokenError(LXDError):
 
 class MemberNotEmptyError(LXDError):
     """A member still holds instances; removing it would lose them."""
+
+
+class SoleDatabaseMemberError(LXDError):
+    """A member holds the only copy of the cluster database while other members remain.
+
+    Below three members LXD 5.0 keeps the database on one member and gives the others no
+    database role; removing that member (through any member) leaves the rest with
+    "RAFT cluster is unavailable" for good (measured on LXD 5.0.2).
+    """
 
 
 class InvalidPreseedError(LXDError):
@@ -136,6 +153,11 @@ class Member:
     def evacuated(self) -> bool:
         """Whether the member has been emptied for maintenance."""
         return self.status.lower() == "evacuated"
+
+    @property
+    def holds_database(self) -> bool:
+        """Whether the member is a voter of the cluster database."""
+        return bool(DATABASE_ROLES & set(self.roles))
 
 
 @dataclass(frozen=True)
@@ -314,13 +336,16 @@ def verified_cluster_certificate(token: JoinToken, member_name: str) -> tuple[st
     raise LXDUnavailableError(f"no cluster member answers at {', '.join(token.addresses)}")
 
 
-def _api_error(exc: Exception) -> str:
-    if isinstance(exc, pylxd.exceptions.LXDAPIException):
-        try:
-            return str(exc.response.json().get("error") or exc)
-        except ValueError:
-            return str(exc)
-    return str(exc)
+def _api_failure(what: str, exc: pylxd.exceptions.LXDAPIException) -> LXDError:
+    """The typed error for a failed call: transient database trouble is "unavailable"."""
+    try:
+        reason = str(exc.response.json().get("error") or exc)
+    except ValueError:
+        reason = str(exc)
+    message = f"{what}: {reason}"
+    if any(marker in message for marker in DATABASE_UNAVAILABLE):
+        return LXDUnavailableError(message)
+    return LXDError(message)
 
 
 class LXD:
@@ -358,7 +383,7 @@ class LXD:
         try:
             response = getattr(endpoint, method)(**kwargs)
         except pylxd.exceptions.LXDAPIException as exc:
-            raise LXDError(f"{method.upper()} /1.0/{path}: {_api_error(exc)}") from None
+            raise _api_failure(f"{method.upper()} /1.0/{path}", exc) from None
         except requests.RequestException as exc:
             raise LXDUnavailableError(f"LXD is not answering: {exc}") from None
         body = response.json()
@@ -382,7 +407,7 @@ class LXD:
                     .json()["metadata"]
                 )
             except pylxd.exceptions.LXDAPIException as exc:
-                raise LXDError(f"{what}: {_api_error(exc)}") from None
+                raise _api_failure(what, exc) from None
             except requests.RequestException as exc:
                 raise LXDUnavailableError(f"{what}: LXD is not answering: {exc}") from None
             if result.get("status_code") != 103 or time.monotonic() >= deadline:
@@ -497,7 +522,7 @@ class LXD:
         try:
             response = self.client.api.cluster.members.post(json={"server_name": member_name})
         except pylxd.exceptions.LXDAPIException as exc:
-            raise LXDError(f"cannot issue a join token: {_api_error(exc)}") from None
+            raise _api_failure("cannot issue a join token", exc) from None
         except requests.RequestException as exc:
             raise LXDUnavailableError(f"LXD is not answering: {exc}") from None
         meta = response.json()["metadata"]["metadata"]
@@ -625,14 +650,18 @@ class LXD:
         self._call("post", f"cluster/members/{member_name}/state", json={"action": "restore"})
         return True
 
-    def remove_member(self, member_name: str, force: bool = False) -> None:
+    def remove_member(self, member_name: str, force: bool = False, evacuate: bool = False) -> None:
         """Remove ``member_name`` from the cluster and its certificate from the trust store.
 
-        Without ``force`` a member that still holds instances is refused
-        (:class:`MemberNotEmptyError`): evacuate it first. ``force`` is for a member whose
-        machine is gone; LXD then drops its database records.
+        In order: refuse the only database member while others remain
+        (:class:`SoleDatabaseMemberError`); evacuate it when ``evacuate`` is set; refuse a
+        member that still holds instances (:class:`MemberNotEmptyError`). ``force`` skips
+        all three: it is for a member whose machine is gone; LXD then drops its records.
         """
         if not force:
+            self.check_database_survives(member_name)
+            if evacuate and self.member_instances(member_name):
+                self.evacuate_member(member_name)
             instances = self.member_instances(member_name)
             if instances:
                 raise MemberNotEmptyError(
@@ -642,6 +671,23 @@ class LXD:
         params = {"force": "1"} if force else {}
         self._call("delete", f"cluster/members/{member_name}", params=params)
         self.forget_server_certificate(member_name)
+
+    def check_database_survives(self, member_name: str) -> None:
+        """Raise :class:`SoleDatabaseMemberError` if the cluster would lose its database.
+
+        That is when ``member_name`` is the only member holding the database and at least
+        one other member would remain.
+        """
+        members = self.members()
+        leaving = [m for m in members if m.name == member_name]
+        others = [m for m in members if m.name != member_name]
+        if leaving and leaving[0].holds_database and others:
+            if not any(m.holds_database for m in others):
+                raise SoleDatabaseMemberError(
+                    f"member {member_name} holds the only copy of the cluster database "
+                    f"({len(others)} other member(s) have no database role); removing it "
+                    "would leave the cluster unavailable"
+                )
 
     def forget_server_certificate(self, member_name: str) -> bool:
         """Drop the ``server`` trust entry of a former member; return whether one existed."""

@@ -14,6 +14,7 @@ from lxd import (
     LXDUnavailableError,
     MemberConfigKey,
     MemberNotEmptyError,
+    SoleDatabaseMemberError,
 )
 
 TOKEN = JoinToken("lxd-1", FINGERPRINT, ("192.0.2.0:8443",), "s3cr3t-join-secret", "")
@@ -332,6 +333,40 @@ def test_departing_unit_evacuates_itself_while_others_are_online(ctx_unit1, lxd)
     lxd.remove_member.assert_not_called()
 
 
+def test_departing_sole_database_member_refuses_to_leave(ctx_unit1, lxd):
+    # GIVEN a 2-member cluster whose database lives on this unit's member alone
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    lxd.check_database_survives.side_effect = SoleDatabaseMemberError(
+        "member lxd-1 holds the only copy of the cluster database"
+    )
+    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
+    # WHEN only this unit is removed, THEN its hook fails (Juju keeps the machine)
+    with pytest.raises(testing.errors.UncaughtCharmError) as failure:
+        ctx_unit1.run(
+            ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
+            testing.State(relations=[relation], planned_units=1),
+        )
+    assert "RefusedToLeaveError" in str(failure.value)
+    assert "juju add-unit lxd" in str(failure.value)
+    assert "juju resolved lxd/1" in str(failure.value)
+    lxd.check_database_survives.assert_called_once_with("lxd-1")
+    lxd.evacuate_member.assert_not_called()
+
+
+def test_departing_sole_database_member_goes_with_its_application(ctx_unit1, lxd):
+    # GIVEN the whole application is being removed (no unit is planned to stay)
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
+    ctx_unit1.run(
+        ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
+        testing.State(relations=[relation], planned_units=0),
+    )
+    lxd.check_database_survives.assert_not_called()
+    lxd.evacuate_member.assert_called_once_with("lxd-1")
+
+
 def test_last_departing_member_keeps_its_instances(ctx_unit1, lxd):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0", "Offline"), member("lxd-1")]
@@ -343,28 +378,27 @@ def test_last_departing_member_keeps_its_instances(ctx_unit1, lxd):
     lxd.evacuate_member.assert_not_called()
 
 
-def departed_state(status: str, instances: list[str]):
+def departed_state():
+    """The leader's view after lxd/2 (a recorded member) left the relation."""
     record = {"lxd-0": "lxd/0", "lxd-1": "lxd/1", "lxd-2": "lxd/2"}
     relation = peer(app={**BOOTSTRAPPED, "members": json.dumps(record)}, peers={1: member_peer(1)})
     return relation, testing.State(leader=True, relations=[relation])
 
 
 @pytest.mark.parametrize(
-    ("status", "instances", "evacuated", "force"),
+    ("status", "force"),
     [
-        ("Evacuated", [], False, False),  # the departing unit emptied itself
-        ("Online", ["default/c1"], True, False),  # it could not: the leader does it
-        ("Offline", [], False, True),  # its machine is gone, but it held nothing
+        ("Evacuated", False),  # the departing unit emptied itself
+        ("Online", False),  # it could not: the workload evacuates it before removal
+        ("Offline", True),  # its machine is gone, but it held nothing
     ],
 )
-def test_leader_removes_a_departed_member(ctx, lxd, status, instances, evacuated, force):
+def test_leader_removes_a_departed_member(ctx, lxd, status, force):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2", status)]
-    lxd.member_instances.return_value = instances
-    relation, state = departed_state(status, instances)
+    relation, state = departed_state()
     out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=2), state)
-    assert lxd.evacuate_member.called == evacuated
-    lxd.remove_member.assert_called_once_with("lxd-2", force=force)
+    lxd.remove_member.assert_called_once_with("lxd-2", force=force, evacuate=not force)
     assert json.loads(out.get_relation(relation.id).local_app_data["members"]) == {
         "lxd-0": "lxd/0",
         "lxd-1": "lxd/1",
@@ -375,7 +409,7 @@ def test_offline_departed_member_with_instances_is_not_removed(ctx, lxd):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2", "Offline")]
     lxd.member_instances.return_value = ["default/c1"]
-    relation, state = departed_state("Offline", ["default/c1"])
+    relation, state = departed_state()
     out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=2), state)
     lxd.remove_member.assert_not_called()
     assert out.unit_status == testing.BlockedStatus(
@@ -385,19 +419,27 @@ def test_offline_departed_member_with_instances_is_not_removed(ctx, lxd):
     assert "lxd-2" in json.loads(out.get_relation(relation.id).local_app_data["members"])
 
 
-def test_member_that_keeps_instances_after_evacuation_is_not_removed(ctx, lxd):
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        MemberNotEmptyError("member lxd-2 still holds 1 instance(s)"),
+        SoleDatabaseMemberError("member lxd-2 holds the only copy of the cluster database"),
+    ],
+)
+def test_member_the_workload_refuses_to_remove_blocks(ctx, lxd, refusal):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0"), member("lxd-2", "Evacuated")]
-    lxd.remove_member.side_effect = MemberNotEmptyError("member lxd-2 still holds 1 instance(s)")
-    relation, state = departed_state("Evacuated", [])
+    lxd.remove_member.side_effect = refusal
+    relation, state = departed_state()
     out = ctx.run(ctx.on.update_status(), state)
-    assert out.unit_status == testing.BlockedStatus("member lxd-2 still holds 1 instance(s)")
+    assert out.unit_status == testing.BlockedStatus(str(refusal))
+    assert "lxd-2" in json.loads(out.get_relation(relation.id).local_app_data["members"])
 
 
 def test_member_already_gone_is_dropped_from_the_record(ctx, lxd):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
-    relation, state = departed_state("Online", [])
+    relation, state = departed_state()
     out = ctx.run(ctx.on.update_status(), state)
     lxd.remove_member.assert_not_called()
     assert "lxd-2" not in json.loads(out.get_relation(relation.id).local_app_data["members"])

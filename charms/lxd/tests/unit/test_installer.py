@@ -324,21 +324,7 @@ def popen(monkeypatch):
     return started
 
 
-@pytest.fixture
-def kill(monkeypatch):
-    """Record ``os.kill``; ``kill.dead`` holds pids that do not exist."""
-    state = SimpleNamespace(calls=[], dead=set())
-
-    def fake(pid, sig):
-        state.calls.append((pid, sig))
-        if pid in state.dead:
-            raise ProcessLookupError(3, "No such process")
-
-    monkeypatch.setattr(installer.os, "kill", fake)
-    return state
-
-
-def test_deb_ensure_running_starts_the_daemon_detached(tmp_path, run, popen, kill):
+def test_deb_ensure_running_starts_the_daemon_detached(tmp_path, run, popen):
     # GIVEN no systemd and no daemon (its directory does not exist yet)
     lxd_dir = tmp_path / "var" / "lib" / "lxd"
     deb = DebInstaller(lxd_dir=str(lxd_dir), systemd=False)
@@ -360,7 +346,6 @@ def test_deb_ensure_running_starts_the_daemon_detached(tmp_path, run, popen, kil
     assert wait.argv == ["/usr/bin/lxd", "waitready", "--timeout", "60"]
     assert wait.env["LXD_DIR"] == str(lxd_dir)
     assert wait.timeout == 70
-    assert kill.calls == []
 
 
 def _umask() -> int:
@@ -369,30 +354,51 @@ def _umask() -> int:
     return mask
 
 
-def test_deb_ensure_running_when_the_daemon_runs(tmp_path, run, popen, kill):
-    # GIVEN a pid file of a live process
+def fake_proc(root, pid: int, argv0: str, state: str = "S") -> None:
+    """A /proc/<pid> with the stat state and argv[0] that _pid_alive reads."""
+    (root / str(pid)).mkdir(parents=True)
+    (root / str(pid) / "stat").write_text(f"{pid} (lxd) {state} 1 {pid} {pid} 0 -1\n")
+    (root / str(pid) / "cmdline").write_bytes(argv0.encode() + b"\0--group\0root\0")
+
+
+def test_deb_ensure_running_when_the_daemon_runs(tmp_path, run, popen):
+    # GIVEN a pid file naming a live lxd
     (tmp_path / "lxd.pid").write_text("1234\n")
+    deb = DebInstaller(lxd_dir=str(tmp_path), systemd=False)
+    deb.proc_root = str(tmp_path / "proc")
+    fake_proc(tmp_path / "proc", 1234, "/usr/bin/lxd")
 
     # WHEN / THEN nothing is started
-    assert DebInstaller(lxd_dir=str(tmp_path), systemd=False).ensure_running() is False
-    assert kill.calls == [(1234, 0)]
+    assert deb.ensure_running() is False
     assert popen == []
     assert run.calls == []
 
 
-@pytest.mark.parametrize("pid_file", ["1234\n", "not a pid\n"])
-def test_deb_ensure_running_with_a_stale_pid_file(tmp_path, run, popen, kill, pid_file):
-    # GIVEN a pid file of a process that is gone (or garbage)
+@pytest.mark.parametrize(
+    ("pid_file", "proc"),
+    [
+        ("1234\n", None),
+        ("not a pid\n", None),
+        ("1234\n", ("/usr/bin/lxd", "Z")),
+        ("1234\n", ("/usr/bin/python3", "S")),
+    ],
+    ids=["gone", "garbage", "zombie-lxd", "pid-reused-by-another-program"],
+)
+def test_deb_ensure_running_with_a_stale_pid_file(tmp_path, run, popen, pid_file, proc):
+    # GIVEN a pid file that does not name a live lxd
     (tmp_path / "lxd.pid").write_text(pid_file)
-    kill.dead.add(1234)
+    deb = DebInstaller(lxd_dir=str(tmp_path), systemd=False)
+    deb.proc_root = str(tmp_path / "proc")
+    if proc:
+        fake_proc(tmp_path / "proc", 1234, *proc)
 
     # WHEN / THEN the daemon is started again and the pid file replaced
-    assert DebInstaller(lxd_dir=str(tmp_path), systemd=False).ensure_running() is True
+    assert deb.ensure_running() is True
     assert len(popen) == 1
     assert (tmp_path / "lxd.pid").read_text() == "4242"
 
 
-def test_deb_ensure_running_daemon_never_ready(tmp_path, run, popen, kill):
+def test_deb_ensure_running_daemon_never_ready(tmp_path, run, popen):
     run.on(
         ["/usr/bin/lxd", "waitready", "--timeout", "60"],
         InstallError("/usr/bin/lxd waitready --timeout failed: Error: LXD still not running"),

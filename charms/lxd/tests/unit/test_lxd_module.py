@@ -40,6 +40,7 @@ from lxd import (
     MemberConfigKey,
     MemberNotEmptyError,
     ServerInfo,
+    SoleDatabaseMemberError,
 )
 
 # ---------------------------------------------------------------------------- fakes
@@ -565,10 +566,6 @@ def test_verified_cluster_certificate_nobody_answers(serving, cluster_pem):
         lxd.verified_cluster_certificate(token, "lxd-1")
     assert not isinstance(exc_info.value, JoinTokenError)
     assert str(exc_info.value) == "no cluster member answers at 10.0.0.1:8443, 10.0.0.2:8443"
-
-
-def test_api_error_of_other_exceptions_is_their_text():
-    assert lxd._api_error(RuntimeError("boom")) == "boom"
 
 
 def test_member_states():
@@ -1272,7 +1269,8 @@ CERTIFICATES = [
 ]
 
 
-def test_remove_member_refuses_a_member_with_instances(daemon, api):
+def test_remove_member_refuses_a_member_with_instances(daemon, cluster):
+    api = cluster
     api.on("GET", "/1.0/instances", sync(INSTANCES))
 
     with pytest.raises(MemberNotEmptyError) as exc_info:
@@ -1283,7 +1281,8 @@ def test_remove_member_refuses_a_member_with_instances(daemon, api):
     assert api.writes() == []
 
 
-def test_remove_member_without_instances_or_certificate(daemon, api):
+def test_remove_member_without_instances_or_certificate(daemon, cluster):
+    api = cluster
     # GIVEN an empty member that has no server certificate in the trust store
     api.on("GET", "/1.0/instances", sync(INSTANCES))
     api.on("DELETE", "/1.0/cluster/members/lxd-2", sync({}))
@@ -1296,7 +1295,8 @@ def test_remove_member_without_instances_or_certificate(daemon, api):
     assert api.writes() == [("DELETE", "/1.0/cluster/members/lxd-2", {"params": {}})]
 
 
-def test_remove_member_forgets_only_its_server_certificate(daemon, api):
+def test_remove_member_forgets_only_its_server_certificate(daemon, cluster):
+    api = cluster
     api.on("GET", "/1.0/instances", sync([]))
     api.on("DELETE", "/1.0/cluster/members/lxd-1", sync({}))
     api.on("GET", "/1.0/certificates", sync(CERTIFICATES))
@@ -1328,6 +1328,60 @@ def test_remove_member_force_skips_the_instance_check(daemon, api):
     ]
 
 
+def test_remove_member_refuses_the_sole_database_member(daemon, cluster):
+    # GIVEN lxd-0 is the only member with a database role and two others remain
+    with pytest.raises(SoleDatabaseMemberError) as exc_info:
+        daemon.remove_member("lxd-0")
+    assert str(exc_info.value) == (
+        "member lxd-0 holds the only copy of the cluster database (2 other member(s) have "
+        "no database role); removing it would leave the cluster unavailable"
+    )
+    assert cluster.writes() == []
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [  # another member holds the database too
+            {"server_name": "lxd-0", "status": "Online", "roles": ["database-leader"]},
+            {"server_name": "lxd-1", "status": "Online", "roles": ["database"]},
+        ],
+        [{"server_name": "lxd-0", "status": "Online", "roles": ["database-leader"]}],  # last
+    ],
+    ids=["another-voter", "last-member"],
+)
+def test_check_database_survives_passes(daemon, api, members):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync(members))
+    daemon.check_database_survives("lxd-0")
+
+
+def test_remove_member_evacuates_first_when_asked(daemon, api):
+    # GIVEN an online member that runs an instance
+    api.on("GET", "/1.0", server(clustered=True))
+    members = [
+        {"server_name": "lxd-0", "status": "Online", "roles": ["database-leader"]},
+        {"server_name": "lxd-1", "status": "Online", "roles": ["database"]},
+        {"server_name": "lxd-2", "status": "Online", "roles": []},
+    ]
+    api.on("GET", "/1.0/cluster/members", sync(members))
+    on_lxd2 = [{"name": "c1", "project": "default", "location": "lxd-2"}]
+    api.on("GET", "/1.0/instances", sync(on_lxd2), sync([]))
+    api.on("POST", "/1.0/cluster/members/lxd-2/state", started("ev"))
+    api.on("GET", "/1.0/operations/ev/wait", op_done())
+    api.on("DELETE", "/1.0/cluster/members/lxd-2", sync({}))
+    api.on("GET", "/1.0/certificates", sync([]))
+
+    # WHEN it is removed with evacuate
+    daemon.remove_member("lxd-2", evacuate=True)
+
+    # THEN it was evacuated, then removed
+    assert api.writes() == [
+        ("POST", "/1.0/cluster/members/lxd-2/state", {"json": {"action": "evacuate"}}),
+        ("DELETE", "/1.0/cluster/members/lxd-2", {"params": {}}),
+    ]
+
+
 def test_forget_server_certificate_without_one(daemon, api):
     api.on("GET", "/1.0/certificates", sync(None))
 
@@ -1347,3 +1401,22 @@ def test_forget_server_certificate(daemon, api):
 def test_split_address_refuses_what_is_not_host_and_port(address):
     with pytest.raises(LXDError, match="is not HOST:PORT"):
         lxd.split_address(address)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Failed to begin transaction: context deadline exceeded",
+        "failed to create dqlite connection: no available dqlite leader server found",
+        "RAFT cluster is unavailable",
+    ],
+)
+def test_database_without_a_leader_is_unavailable_not_an_error(daemon, api, reason):
+    # GIVEN a member whose cluster database is electing a leader
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", api_error(500, reason))
+
+    # WHEN / THEN the charm is told to wait, not that something is wrong
+    with pytest.raises(LXDUnavailableError) as exc_info:
+        daemon.members()
+    assert str(exc_info.value) == f"GET /1.0/cluster/members: {reason}"

@@ -1,0 +1,1 @@
+"""Functional tests: the workload modules against real LXD daemons."""
