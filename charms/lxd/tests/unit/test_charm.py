@@ -321,60 +321,47 @@ def test_joiner_waits_until_the_secret_is_readable(ctx_unit1, lxd):
 # -- scale-in --------------------------------------------------------------------------
 
 
-def test_departing_unit_evacuates_itself_while_others_are_online(ctx_unit1, lxd):
+def depart_lxd1(ctx_unit1, lxd, members, planned_units=1):
+    """Run lxd/1's own departed hook (juju remove-unit lxd/1) in a cluster of ``members``."""
     lxd.server_info.return_value = server_info(True)
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    lxd.members.return_value = members
     relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
-    ctx_unit1.run(
+    return ctx_unit1.run(
         ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
-        testing.State(relations=[relation]),
+        testing.State(relations=[relation], planned_units=planned_units),
     )
+
+
+def test_departing_unit_evacuates_itself_while_others_are_online(ctx_unit1, lxd):
+    depart_lxd1(ctx_unit1, lxd, [member("lxd-0"), member("lxd-1")])
+    lxd.check_database_survives.assert_called_once_with("lxd-1")
     lxd.evacuate_member.assert_called_once_with("lxd-1")
     lxd.remove_member.assert_not_called()
 
 
 def test_departing_sole_database_member_refuses_to_leave(ctx_unit1, lxd):
     # GIVEN a 2-member cluster whose database lives on this unit's member alone
-    lxd.server_info.return_value = server_info(True)
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
     lxd.check_database_survives.side_effect = SoleDatabaseMemberError(
         "member lxd-1 holds the only copy of the cluster database"
     )
-    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
     # WHEN only this unit is removed, THEN its hook fails (Juju keeps the machine)
     with pytest.raises(testing.errors.UncaughtCharmError) as failure:
-        ctx_unit1.run(
-            ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
-            testing.State(relations=[relation], planned_units=1),
-        )
+        depart_lxd1(ctx_unit1, lxd, [member("lxd-0"), member("lxd-1")])
     assert "RefusedToLeaveError" in str(failure.value)
     assert "juju add-unit lxd" in str(failure.value)
     assert "juju resolved lxd/1" in str(failure.value)
-    lxd.check_database_survives.assert_called_once_with("lxd-1")
     lxd.evacuate_member.assert_not_called()
 
 
 def test_departing_sole_database_member_goes_with_its_application(ctx_unit1, lxd):
     # GIVEN the whole application is being removed (no unit is planned to stay)
-    lxd.server_info.return_value = server_info(True)
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
-    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
-    ctx_unit1.run(
-        ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
-        testing.State(relations=[relation], planned_units=0),
-    )
+    depart_lxd1(ctx_unit1, lxd, [member("lxd-0"), member("lxd-1")], planned_units=0)
     lxd.check_database_survives.assert_not_called()
     lxd.evacuate_member.assert_called_once_with("lxd-1")
 
 
 def test_last_departing_member_keeps_its_instances(ctx_unit1, lxd):
-    lxd.server_info.return_value = server_info(True)
-    lxd.members.return_value = [member("lxd-0", "Offline"), member("lxd-1")]
-    relation = peer(app=BOOTSTRAPPED, peers={0: member_peer(0)})
-    ctx_unit1.run(
-        ctx_unit1.on.relation_departed(relation, remote_unit=0, departing_unit=1),
-        testing.State(relations=[relation]),
-    )
+    depart_lxd1(ctx_unit1, lxd, [member("lxd-0", "Offline"), member("lxd-1")])
     lxd.evacuate_member.assert_not_called()
 
 
