@@ -171,6 +171,7 @@ def test_issuer_grants_a_token_secret_to_the_joiner_only(ctx, lxd):
     text = all_databag_text(out)
     assert TOKEN.secret not in text
     assert TOKEN.encode() not in text
+    assert "PRIVATE KEY" not in text
 
 
 def test_joins_are_serialized_one_token_at_a_time(ctx, lxd):
@@ -270,6 +271,7 @@ def test_joiner_joins_with_its_token_and_member_config(ctx_unit1, lxd):
     )
     assert out.get_relation(relation.id).local_unit_data["clustered"] == "true"
     assert out.unit_status == testing.ActiveStatus("cluster member lxd-1 (2 members)")
+    assert TOKEN.secret not in all_databag_text(out)
 
 
 def test_joiner_asks_for_a_token_and_waits(ctx_unit1, lxd):
