@@ -16,7 +16,6 @@ import concurrent.futures
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from installer import DebInstaller
+from lab.procs import alive, mounts_under, unmount, wait_gone, with_descendants
 from lxd import LXD
 
 LXD_BINARY = "/usr/bin/lxd"
@@ -184,46 +184,13 @@ class Lab:
 # -- teardown ------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (reaping it first if it is our exited child)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False
-    except ChildProcessError:
-        pass  # not our child: the kill(0) probe below decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie that someone else has to reap is as good as gone, but only once all its
-    # threads are: a Go daemon's main thread turns zombie while the others still run.
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            status = dict(line.split(":", 1) for line in f if ":" in line)
-    except OSError:
-        return False
-    return not (status["State"].split()[0] == "Z" and int(status["Threads"]) <= 1)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return not _alive(pid)
-
-
 def stop_host(host: LXDHost, timeout: float = 30) -> str:
     """``lxd shutdown`` (bounded), then SIGKILL the daemon if it is still alive.
 
     Returns what happened, for the teardown log.
     """
     pid = host.pid()
-    if pid is None or not _alive(pid):
+    if pid is None or not alive(pid):
         return f"{host.name}: not running"
     started = time.monotonic()
     try:
@@ -238,10 +205,10 @@ def stop_host(host: LXDHost, timeout: float = 30) -> str:
         detail = result.stderr.strip()[-200:]
     except subprocess.TimeoutExpired:
         detail = "lxd shutdown timed out"
-    if _wait_gone(pid, 5):
+    if wait_gone(pid, 5):
         return f"{host.name}: stopped in {time.monotonic() - started:.1f}s"
     os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid, 10)
+    wait_gone(pid, 10)
     return f"{host.name}: killed after {time.monotonic() - started:.1f}s ({detail})"
 
 
@@ -261,40 +228,16 @@ def processes_under(root: str) -> dict[int, str]:
     descendants.
     """
     inside = root.rstrip("/") + "/"  # never match a sibling root (a concurrent lab)
-    parents: dict[int, int] = {}
-    matched: dict[int, str] = {}
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        stat = _proc_text(entry, "stat")
-        if not stat:
-            continue
-        parents[int(entry)] = int(stat.rpartition(")")[2].split()[2])
-        cmdline = _proc_text(entry, "cmdline")
-        if inside in cmdline or inside in _proc_text(entry, "environ"):
-            matched[int(entry)] = cmdline.strip()
-    changed = True
-    while changed:
-        changed = False
-        for pid, ppid in parents.items():
-            if ppid in matched and pid not in matched:
-                matched[pid] = _proc_text(str(pid), "cmdline").strip()
-                changed = True
-    return {pid: cmd for pid, cmd in matched.items() if _alive(pid)}
-
-
-def mounts_under(root: str) -> list[str]:
-    """Mount points at or under ``root``, deepest first."""
-    prefix = root.rstrip("/") + "/"
-    points = []
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            # Octal escapes (\040 for space) as the kernel writes them.
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
-            if point == root or point.startswith(prefix):
-                points.append(point)
-    return sorted(set(points), key=lambda p: (p.count("/"), len(p)), reverse=True)
+    roots = {
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit()
+        and int(entry) != me
+        and (inside in _proc_text(entry, "cmdline") or inside in _proc_text(entry, "environ"))
+    }
+    matched = {pid: _proc_text(str(pid), "cmdline").strip() for pid in with_descendants(roots)}
+    return {pid: cmd for pid, cmd in matched.items() if alive(pid)}
 
 
 def database_leaders(hosts: Iterable[LXDHost], timeout: float = 10) -> set[str]:
@@ -302,7 +245,7 @@ def database_leaders(hosts: Iterable[LXDHost], timeout: float = 10) -> set[str]:
     leaders = set()
     for host in hosts:
         pid = host.pid()
-        if pid is None or not _alive(pid):
+        if pid is None or not alive(pid):
             continue
         try:
             out = host.lxc("query", "/1.0/cluster/members?recursion=1", timeout=timeout)
@@ -324,7 +267,7 @@ def cleanup_root(root: str, hosts: Iterable[LXDHost], timeout: float = 30) -> li
     # when the database leader has already gone down in parallel.
     for host in hosts:
         pid = host.pid()
-        if pid is not None and _alive(pid):
+        if pid is not None and alive(pid):
             try:
                 host.lxc("stop", "--all", "--force", timeout=timeout, check=False)
             except subprocess.TimeoutExpired:
@@ -345,9 +288,9 @@ def cleanup_root(root: str, hosts: Iterable[LXDHost], timeout: float = 30) -> li
         except ProcessLookupError:
             pass
     for pid in list(processes_under(root)):
-        _wait_gone(pid, 5)
+        wait_gone(pid, 5)
     for point in mounts_under(root):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)  # noqa: S603,S607
+        unmount(point)
     return report
 
 

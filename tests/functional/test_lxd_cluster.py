@@ -41,6 +41,9 @@ unmount of everything under the lab root, and an assertion that no process or mo
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from lab import hosts as lxdhosts
@@ -59,6 +62,7 @@ from .checks import (
     member_view,
     seconds_until_forbidden,
     server_certificate_names,
+    wait_for,
     wait_members,
     wait_unclustered,
 )
@@ -285,3 +289,26 @@ def test_remove_database_leader(lab: Lab):
     via.lxc("start", "c1")
     assert via.lxd.instance_locations()[CONTAINER] == (location, "Running")
     assert wait_unclustered(lab[leader])
+
+
+def test_force_remove_a_dead_member(lab: Lab):
+    # GIVEN the two members left by step 8; the one without the database is emptied
+    survivors = [n for n in ("lxd-0", "lxd-1", "lxd-3") if lab[n].lxd.server_info().clustered]
+    members = {m.name: m for m in lab[survivors[0]].lxd.members()}
+    (holder,) = [name for name, m in members.items() if m.holds_database]
+    (dead,) = [name for name in members if name != holder]
+    via = lab[holder].lxd
+    via.evacuate_member(dead)  # keep the container: force removal drops what is left there
+    assert via.member_answers(members[dead]) is True
+    # WHEN its machine dies (the daemon is killed, nothing is cleaned up)
+    pid = lab[dead].pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # THEN LXD still calls it evacuated, but it does not answer any more
+    assert wait_for(lambda: not via.member_answers(members[dead], timeout=1), timeout=10)
+    assert member_view(lab[holder])[dead] == "EVACUATED"
+    # AND it can be forced out; the survivor is alone, serves, and keeps the container
+    via.remove_member(dead, force=True)
+    assert wait_members(lab[holder], {holder: "ONLINE"}, stable=1) == {holder: "ONLINE"}
+    assert dead not in server_certificate_names(lab, holder)
+    assert via.instance_locations()[CONTAINER] == (holder, "Running")

@@ -289,7 +289,7 @@ class LXDCharm(ops.CharmBase):
         live = {m.name: m for m in self.lxd.members()}
         for member in sorted(departed):
             if member in live:
-                self._remove_member(member, live[member].online or live[member].evacuated)
+                self._remove_member(member, self.lxd.member_answers(live[member]))
             del record[member]
             self.peers.set_joined_members(record)
 
@@ -365,10 +365,10 @@ class LXDCharm(ops.CharmBase):
             if member is None:
                 event.fail(f"no cluster member named {params.name}; members: {sorted(members)}")
                 return
-            if member.online or member.evacuated:
+            if self.lxd.member_answers(member):
                 event.fail(
-                    f"member {params.name} is {member.status.lower()}, not dead: remove its "
-                    "unit instead (juju remove-unit) so it is evacuated first"
+                    f"member {params.name} still answers at {member.address}, it is not "
+                    "dead: remove its unit instead (juju remove-unit) so it is evacuated first"
                 )
                 return
             self.lxd.remove_member(params.name, force=True)

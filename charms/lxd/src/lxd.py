@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 import subprocess
 import time
@@ -153,6 +154,11 @@ class Member:
     def evacuated(self) -> bool:
         """Whether the member has been emptied for maintenance."""
         return self.status.lower() == "evacuated"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the member's API (from its URL)."""
+        return self.url.removeprefix("https://")
 
     @property
     def holds_database(self) -> bool:
@@ -629,6 +635,19 @@ class LXD:
             )
             for i in listing
         }
+
+    def member_answers(self, member: Member, timeout: float = 3.0) -> bool:
+        """Whether ``member``'s API accepts connections.
+
+        Its status cannot tell: LXD 5.0 keeps reporting an evacuated member as
+        "Evacuated" after its machine died (measured), never "Offline".
+        """
+        try:
+            host, port = split_address(member.address)
+            with socket.create_connection((host, port), timeout=timeout):
+                return True
+        except (OSError, LXDError):
+            return False
 
     def _member(self, member_name: str) -> Member:
         for member in self.members():

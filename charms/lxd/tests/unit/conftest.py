@@ -37,6 +37,8 @@ def lxd(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     client.member_instances.return_value = []
     client.member_config.return_value = []
     client.update_server_config.return_value = False
+    # Live members answer; only an offline one does not (tests override for dead members).
+    client.member_answers.side_effect = lambda m: m.status != "Offline"
     monkeypatch.setattr("charm.LXD", lambda paths: client)
     return client
 

@@ -375,16 +375,18 @@ def departed_state():
 
 
 @pytest.mark.parametrize(
-    ("status", "force"),
+    ("status", "answers", "force"),
     [
-        ("Evacuated", False),  # the departing unit emptied itself
-        ("Online", False),  # it could not: the workload evacuates it before removal
-        ("Offline", True),  # its machine is gone, but it held nothing
+        ("Evacuated", True, False),  # the departing unit emptied itself
+        ("Online", True, False),  # it could not: the workload evacuates it before removal
+        ("Offline", False, True),  # its machine is gone, but it held nothing
+        ("Evacuated", False, True),  # emptied, then its machine went (LXD still says Evacuated)
     ],
 )
-def test_leader_removes_a_departed_member(ctx, lxd, status, force):
+def test_leader_removes_a_departed_member(ctx, lxd, status, answers, force):
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2", status)]
+    lxd.member_answers.side_effect = lambda m: answers if m.name == "lxd-2" else True
     relation, state = departed_state()
     out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=2), state)
     lxd.remove_member.assert_called_once_with("lxd-2", force=force, evacuate=not force)
@@ -454,8 +456,8 @@ def test_member_already_gone_is_dropped_from_the_record(ctx, lxd):
         (
             {"name": "lxd-2", "confirm": True},
             [member("lxd-2")],
-            "member lxd-2 is online, not dead: remove its unit instead (juju remove-unit) "
-            "so it is evacuated first",
+            "member lxd-2 still answers at lxd-2:8443, it is not dead: remove its unit "
+            "instead (juju remove-unit) so it is evacuated first",
         ),
     ],
 )
@@ -468,9 +470,11 @@ def test_remove_dead_member_refuses(ctx, lxd, params, members, message):
     lxd.remove_member.assert_not_called()
 
 
-def test_remove_dead_member_forces_out_an_offline_member(ctx, lxd):
+@pytest.mark.parametrize("status", ["Offline", "Evacuated"])
+def test_remove_dead_member_forces_out_a_member_that_no_longer_answers(ctx, lxd, status):
     lxd.server_info.return_value = server_info(True)
-    lxd.members.return_value = [member("lxd-0"), member("lxd-2", "Offline")]
+    lxd.members.return_value = [member("lxd-0"), member("lxd-2", status)]
+    lxd.member_answers.side_effect = lambda m: m.name != "lxd-2"
     ctx.run(
         ctx.on.action("remove-dead-member", params={"name": "lxd-2", "confirm": True}),
         testing.State(),

@@ -12,6 +12,7 @@ import base64
 import datetime
 import json
 import os
+import socket
 import subprocess
 from types import SimpleNamespace
 from typing import Any
@@ -1420,3 +1421,16 @@ def test_database_without_a_leader_is_unavailable_not_an_error(daemon, api, reas
     with pytest.raises(LXDUnavailableError) as exc_info:
         daemon.members()
     assert str(exc_info.value) == f"GET /1.0/cluster/members: {reason}"
+
+
+def test_member_answers_when_its_api_accepts_connections(daemon):
+    # GIVEN a listening socket standing in for a member's API, and a closed port
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        alive = Member("lxd-1", f"https://127.0.0.1:{port}", "Evacuated")
+        assert daemon.member_answers(alive) is True
+    dead = Member("lxd-2", f"https://127.0.0.1:{port}", "Evacuated")
+    assert daemon.member_answers(dead, timeout=1) is False
+    assert daemon.member_answers(Member("lxd-3", "", "Offline")) is False

@@ -1,0 +1,754 @@
+"""Read and validate a Juju bundle for the lab, before anything is started.
+
+The lab deploys the same bundle files ``juju deploy`` reads (e.g. ``bundles/lxd-cluster.yaml``)
+on one host without a Juju controller, so it supports the subset of the format that makes
+sense there and rejects everything else loudly: a key the lab would silently ignore is a
+deployment that differs from what the operator wrote.
+
+Supported:
+
+* top level: ``applications`` (required), ``relations``, ``default-base``, ``series``,
+  ``name``, ``description``;
+* per application: ``charm`` (a local charm directory: ``./``, ``../`` relative to the bundle
+  file, or absolute), ``num_units``, ``options``, ``base``, ``series`` and ``bindings``.
+  Bindings are checked against the charm's endpoints but have no effect: the lab has one
+  network (every endpoint is bound to it).
+
+Every option is checked against the charm's ``charmcraft.yaml`` (name and type) and, when the
+charm has ``src/config.py``, against its own ``CharmConfig`` model (run in a subprocess with
+the charm's ``src``, ``lib`` and the repository's ``common`` on ``PYTHONPATH``), so a value
+the charm would block on is reported here with the charm's own message.
+
+Every problem is a :class:`BundleError` naming the bundle file, the key path (e.g.
+``applications.lxd.options.api-port``) and what is valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOP_LEVEL_KEYS = ("applications", "relations", "default-base", "series", "name", "description")
+APPLICATION_KEYS = ("charm", "num_units", "options", "base", "series", "bindings")
+OPTION_TYPES = ("string", "int", "float", "boolean", "secret")
+# Series the lab can map to a base (``series`` is Juju's older spelling of ``base``).
+SERIES_BASES = {"focal": "ubuntu@20.04", "jammy": "ubuntu@22.04", "noble": "ubuntu@24.04"}
+# Juju's application name syntax (names become unit names such as ``lxd/0``).
+APP_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$")
+BASE_RE = re.compile(r"^(?P<os>[a-z]+)@(?P<channel>\d+(\.\d+)*)(/[a-z]+)?$")
+ENDPOINT_ROLES = ("provides", "requires", "peers")
+MODEL_TIMEOUT = 120  # seconds for one charm's config-model check
+
+# Run by the charm's own interpreter environment: reads the merged config as JSON on stdin,
+# prints one JSON object: {"ok": true}, {"error": msg} (InvalidInputError) or {"crash": msg}.
+_MODEL_CHECK = """
+import json, sys
+data = json.load(sys.stdin)
+try:
+    from charm_common.typed_input import InvalidInputError, load_model
+    from config import CharmConfig
+    try:
+        load_model(CharmConfig, data)
+    except InvalidInputError as exc:
+        print(json.dumps({"error": str(exc)}))
+    else:
+        print(json.dumps({"ok": True}))
+except Exception as exc:
+    print(json.dumps({"crash": f"{type(exc).__name__}: {exc}"}))
+"""
+
+
+class BundleError(ValueError):
+    """The bundle cannot be deployed by the lab.
+
+    The message names the bundle file, the key path and what would be valid.
+    """
+
+
+@dataclass(frozen=True)
+class Application:
+    """One application of the bundle.
+
+    Attributes:
+        name: the application name, e.g. ``lxd``.
+        charm_dir: the charm's directory (absolute).
+        num_units: units to deploy (always 0 for a subordinate: it follows its principal).
+        options: the config options the bundle sets (validated; defaults not included).
+        subordinate: whether the charm is a subordinate.
+        base: e.g. ``ubuntu@24.04/stable`` (from ``base``, ``series`` or ``default-base``).
+        metadata: the parsed ``charmcraft.yaml``.
+    """
+
+    name: str
+    charm_dir: Path
+    num_units: int
+    options: Mapping[str, Any]
+    subordinate: bool
+    base: str | None
+    metadata: Mapping[str, Any]
+
+    def config(self) -> dict[str, Any]:
+        """The charm's config as a unit sees it: defaults overlaid with the bundle's options."""
+        merged = _defaults(self.metadata)
+        merged.update(self.options)
+        return merged
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An application's relation endpoint, e.g. ``lxd:cluster``."""
+
+    application: str
+    name: str
+
+    def __str__(self) -> str:
+        """``application:name``."""
+        return f"{self.application}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation between two applications, in the order the bundle lists them.
+
+    Attributes:
+        a: the first endpoint.
+        b: the second endpoint.
+        interface: the interface both endpoints declare.
+        scope: ``global`` or ``container`` (either endpoint declares ``scope: container``).
+    """
+
+    a: Endpoint
+    b: Endpoint
+    interface: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle: applications in bundle order and the relations between them."""
+
+    path: Path
+    applications: dict[str, Application]
+    relations: list[Relation]
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Builds errors that name the bundle file and a key path."""
+
+    bundle: str
+
+    def error(self, key_path: str, message: str) -> BundleError:
+        return BundleError(f"{self.bundle}: {key_path}: {message}")
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate mapping keys (PyYAML keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"{what}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{what}: invalid YAML: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "a boolean", int: "an int", float: "a float", str: "a string"}
+    names.update({list: "a list", dict: "a mapping", type(None): "null"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_keys(
+    where: _Where, prefix: str, data: Mapping[str, Any], allowed: Sequence[str]
+) -> None:
+    for key in data:
+        if key not in allowed:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            raise where.error(path, f"unsupported key {key!r} (supported: {', '.join(allowed)})")
+
+
+def _require_str(where: _Where, key_path: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise where.error(key_path, f"expected a non-empty string, got {_type_name(value)}")
+    return value
+
+
+# ---------------------------------------------------------------------------- bases
+
+
+def _base_from_series(where: _Where, key_path: str, value: Any) -> str:
+    series = _require_str(where, key_path, value)
+    if series not in SERIES_BASES:
+        known = ", ".join(f"{name} ({base})" for name, base in SERIES_BASES.items())
+        raise where.error(key_path, f"unknown series {series!r} (known: {known}; or use base)")
+    return SERIES_BASES[series]
+
+
+def _parse_base(where: _Where, key_path: str, value: Any) -> str:
+    base = _require_str(where, key_path, value)
+    if not BASE_RE.match(base):
+        raise where.error(
+            key_path, f"invalid base {base!r} (expected OS@VERSION[/RISK], e.g. ubuntu@24.04)"
+        )
+    return base
+
+
+def _charm_bases(metadata: Mapping[str, Any]) -> list[str]:
+    """``ubuntu@24.04`` etc. from ``platforms`` keys such as ``ubuntu@24.04:amd64``."""
+    platforms = metadata.get("platforms")
+    if not isinstance(platforms, Mapping):
+        return []
+    bases = [str(key).split(":", 1)[0] for key in platforms]
+    return [base for base in bases if BASE_RE.match(base)]
+
+
+def _application_base(
+    where: _Where, prefix: str, spec: Mapping[str, Any], default: str | None, meta: Any
+) -> str | None:
+    base: str | None
+    if "base" in spec:
+        key_path = f"{prefix}.base"
+        base = _parse_base(where, key_path, spec["base"])
+    elif "series" in spec:
+        key_path = f"{prefix}.series"
+        base = _base_from_series(where, key_path, spec["series"])
+    else:
+        base, key_path = default, f"{prefix}.base (from default-base)"
+    supported = _charm_bases(meta)
+    if base is not None and supported and base.split("/", 1)[0] not in supported:
+        raise where.error(
+            key_path,
+            f"base {base!r} is not supported by the charm "
+            f"(charmcraft.yaml platforms: {', '.join(dict.fromkeys(supported))})",
+        )
+    return base
+
+
+# ---------------------------------------------------------------------------- charms
+
+
+def _charm_dir(where: _Where, key_path: str, value: Any, bundle_dir: Path) -> Path:
+    charm = _require_str(where, key_path, value)
+    if not (charm.startswith(("./", "../")) or os.path.isabs(charm)):
+        raise where.error(
+            key_path,
+            f"{charm!r}: only local charm paths are supported "
+            "(./ or ../ relative to the bundle file, or absolute), not charm store names",
+        )
+    path = (bundle_dir / charm).resolve()
+    if not path.is_dir():
+        hint = (
+            " (a packed .charm: point at the charm's source directory)" if path.is_file() else ""
+        )
+        raise where.error(key_path, f"charm directory {charm!r} ({path}) does not exist{hint}")
+    if not (path / "charmcraft.yaml").is_file():
+        raise where.error(key_path, f"{path} has no charmcraft.yaml (not a charm directory)")
+    return path
+
+
+def _charm_options(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    config = meta.get("config") or {}
+    options = config.get("options") if isinstance(config, Mapping) else None
+    return options if isinstance(options, Mapping) else {}
+
+
+def _defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: spec["default"]
+        for name, spec in _charm_options(meta).items()
+        if isinstance(spec, Mapping) and spec.get("default") is not None
+    }
+
+
+def _endpoints(meta: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """Endpoint name -> (role, spec) for the charm's provides, requires and peers."""
+    found: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for role in ENDPOINT_ROLES:
+        section = meta.get(role) or {}
+        for name, spec in section.items():
+            found[str(name)] = (role, spec)
+    return found
+
+
+def _check_charm_metadata(what: str, meta: Any) -> None:
+    """Reject a charmcraft.yaml the lab cannot read (names the file and its key)."""
+    if not isinstance(meta, Mapping):
+        raise BundleError(f"{what}: expected a mapping, got {_type_name(meta)}")
+    for role in ENDPOINT_ROLES:
+        section = meta.get(role) or {}
+        if not isinstance(section, Mapping):
+            raise BundleError(f"{what}: {role}: expected a mapping of endpoints")
+        for name, spec in section.items():
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("interface"), str):
+                raise BundleError(f"{what}: {role}.{name}: expected a mapping with 'interface'")
+            if spec.get("scope", "global") not in ("global", "container"):
+                raise BundleError(f"{what}: {role}.{name}.scope: expected global or container")
+    for name, spec in _charm_options(meta).items():
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        if kind not in OPTION_TYPES:
+            raise BundleError(
+                f"{what}: config.options.{name}.type: expected one of {', '.join(OPTION_TYPES)}"
+            )
+
+
+def _load_metadata(where: _Where, key_path: str, charm_dir: Path) -> dict[str, Any]:
+    what = f"{where.bundle}: {key_path}: {charm_dir / 'charmcraft.yaml'}"
+    meta = _read_yaml(charm_dir / "charmcraft.yaml", what)
+    _check_charm_metadata(what, meta)
+    if meta.get("subordinate") and not any(
+        spec.get("scope") == "container" for spec in (meta.get("requires") or {}).values()
+    ):
+        raise BundleError(f"{what}: a subordinate needs a requires endpoint with scope: container")
+    return dict(meta)
+
+
+# ---------------------------------------------------------------------------- applications
+
+
+def _value_matches(kind: str, value: Any) -> bool:
+    if kind in ("string", "secret"):
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    return isinstance(value, int | float)  # float: an int is a valid float
+
+
+def _options(where: _Where, prefix: str, value: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    key_path = f"{prefix}.options"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise where.error(
+            key_path, f"expected a mapping of config options, got {_type_name(value)}"
+        )
+    declared = _charm_options(meta)
+    for name, option in value.items():
+        if name not in declared:
+            valid = ", ".join(declared) or "none: the charm has no config options"
+            raise where.error(f"{key_path}.{name}", f"unknown option {name!r} (valid: {valid})")
+        kind = declared[name]["type"]
+        if not _value_matches(kind, option):
+            article = "an" if kind == "int" else "a"
+            raise where.error(
+                f"{key_path}.{name}",
+                f"expected {article} {kind} (charmcraft.yaml type), got {_type_name(option)} "
+                f"{option!r}" + (" (quote it to make it a string)" if kind == "string" else ""),
+            )
+    return dict(value)
+
+
+def _num_units(where: _Where, prefix: str, spec: Mapping[str, Any], subordinate: bool) -> int:
+    key_path = f"{prefix}.num_units"
+    value = spec.get("num_units")
+    if subordinate:
+        if value not in (None, 0) or isinstance(value, bool):
+            raise where.error(
+                key_path,
+                f"must be absent or 0 for a subordinate (its units follow its principal), "
+                f"got {value!r}",
+            )
+        return 0
+    if "num_units" not in spec:
+        raise where.error(key_path, "required for a principal charm (an int >= 0)")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise where.error(key_path, f"expected an int >= 0, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _bindings(where: _Where, prefix: str, value: Any, meta: Mapping[str, Any]) -> None:
+    key_path = f"{prefix}.bindings"
+    if not isinstance(value, Mapping):
+        raise where.error(key_path, f"expected a mapping of endpoint: space, got {value!r}")
+    valid = [*_endpoints(meta), *(meta.get("extra-bindings") or {})]
+    for endpoint, space in value.items():
+        if endpoint != "" and endpoint not in valid:
+            raise where.error(
+                f"{key_path}.{endpoint}",
+                f"unknown endpoint {endpoint!r} (valid: '' (default), {', '.join(valid)})",
+            )
+        if not isinstance(space, str):
+            raise where.error(f"{key_path}.{endpoint}", f"expected a space name, got {space!r}")
+
+
+def _load_application(
+    where: _Where, name: Any, spec: Any, bundle_dir: Path, default_base: str | None
+) -> Application:
+    prefix = f"applications.{name}"
+    if not isinstance(name, str) or not APP_NAME_RE.match(name):
+        raise where.error(
+            prefix, f"invalid application name {name!r} (lower-case letters, digits and dashes)"
+        )
+    if not isinstance(spec, Mapping):
+        raise where.error(prefix, f"expected a mapping, got {_type_name(spec)}")
+    _check_keys(where, prefix, spec, APPLICATION_KEYS)
+    if "charm" not in spec:
+        raise where.error(f"{prefix}.charm", "required (a local charm directory)")
+    charm_dir = _charm_dir(where, f"{prefix}.charm", spec["charm"], bundle_dir)
+    meta = _load_metadata(where, f"{prefix}.charm", charm_dir)
+    subordinate = bool(meta.get("subordinate", False))
+    if "bindings" in spec:
+        _bindings(where, prefix, spec["bindings"], meta)
+    return Application(
+        name=name,
+        charm_dir=charm_dir,
+        num_units=_num_units(where, prefix, spec, subordinate),
+        options=_options(where, prefix, spec.get("options"), meta),
+        subordinate=subordinate,
+        base=_application_base(where, prefix, spec, default_base, meta),
+        metadata=meta,
+    )
+
+
+# ---------------------------------------------------------------------------- relations
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One endpoint an entry of ``relations`` may mean."""
+
+    endpoint: Endpoint
+    role: str
+    interface: str
+    scope: str
+
+
+def _parse_side(
+    where: _Where, key_path: str, value: Any, apps: Mapping[str, Application]
+) -> list[_Candidate]:
+    text = _require_str(where, key_path, value)
+    app, _, endpoint = text.partition(":")
+    if app not in apps:
+        raise where.error(
+            key_path, f"unknown application {app!r} (applications: {', '.join(apps)})"
+        )
+    endpoints = _endpoints(apps[app].metadata)
+    if not endpoint:
+        names = [name for name, (role, _) in endpoints.items() if role != "peers"]
+    elif endpoint not in endpoints:
+        valid = ", ".join(name for name, (role, _) in endpoints.items() if role != "peers")
+        raise where.error(
+            key_path, f"{app!r} has no endpoint {endpoint!r} (valid: {valid or 'none'})"
+        )
+    elif endpoints[endpoint][0] == "peers":
+        raise where.error(
+            key_path,
+            f"{text!r} is a peer endpoint: peers relate automatically, "
+            "leave them out of relations",
+        )
+    else:
+        names = [endpoint]
+    return [
+        _Candidate(
+            Endpoint(app, name),
+            endpoints[name][0],
+            endpoints[name][1]["interface"],
+            endpoints[name][1].get("scope", "global"),
+        )
+        for name in names
+    ]
+
+
+def _describe_candidate(candidate: _Candidate) -> str:
+    return f"{candidate.endpoint} ({candidate.role} {candidate.interface})"
+
+
+def _explicit_mismatch(where: _Where, key_path: str, a: _Candidate, b: _Candidate) -> None:
+    if a.interface != b.interface:
+        raise where.error(
+            key_path,
+            f"interfaces differ: {a.endpoint} is {a.interface!r}, {b.endpoint} is {b.interface!r}",
+        )
+    raise where.error(
+        key_path,
+        f"{a.endpoint} and {b.endpoint} both {a.role[:-1]} {a.interface!r}: "
+        "one side must provide and the other require",
+    )
+
+
+def _pick_pair(
+    where: _Where, key_path: str, side_a: list[_Candidate], side_b: list[_Candidate]
+) -> tuple[_Candidate, _Candidate]:
+    pairs = [
+        (a, b)
+        for a in side_a
+        for b in side_b
+        if a.interface == b.interface and {a.role, b.role} == {"provides", "requires"}
+    ]
+    if len(pairs) == 1:
+        return pairs[0]
+    if len(side_a) == 1 and len(side_b) == 1:
+        _explicit_mismatch(where, key_path, side_a[0], side_b[0])
+    if not pairs:
+        found = ", ".join(_describe_candidate(c) for c in side_a + side_b) or "no endpoints"
+        raise where.error(
+            key_path, f"no provides/requires endpoints with a common interface ({found})"
+        )
+    options = "; ".join(f"[{a.endpoint}, {b.endpoint}]" for a, b in pairs)
+    raise where.error(key_path, f"ambiguous relation: name the endpoints, one of {options}")
+
+
+def _load_relation(
+    where: _Where, index: int, entry: Any, apps: Mapping[str, Application]
+) -> Relation:
+    key_path = f"relations[{index}]"
+    if not isinstance(entry, list) or len(entry) != 2:
+        raise where.error(
+            key_path, f"expected a list of two 'app[:endpoint]' strings, got {entry!r}"
+        )
+    side_a = _parse_side(where, f"{key_path}[0]", entry[0], apps)
+    side_b = _parse_side(where, f"{key_path}[1]", entry[1], apps)
+    if side_a[0].endpoint.application == side_b[0].endpoint.application:
+        raise where.error(key_path, "an application cannot relate to itself (use a peer endpoint)")
+    a, b = _pick_pair(where, key_path, side_a, side_b)
+    scope = "container" if "container" in (a.scope, b.scope) else "global"
+    if scope == "container" and not (
+        apps[a.endpoint.application].subordinate or apps[b.endpoint.application].subordinate
+    ):
+        raise where.error(
+            key_path,
+            f"{a.endpoint} - {b.endpoint} is container-scoped but neither is a subordinate",
+        )
+    return Relation(a.endpoint, b.endpoint, a.interface, scope)
+
+
+def _load_relations(where: _Where, value: Any, apps: Mapping[str, Application]) -> list[Relation]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise where.error("relations", f"expected a list, got {_type_name(value)}")
+    relations: list[Relation] = []
+    seen: set[frozenset[Endpoint]] = set()
+    for index, entry in enumerate(value):
+        relation = _load_relation(where, index, entry, apps)
+        pair = frozenset((relation.a, relation.b))
+        if pair in seen:
+            raise where.error(
+                f"relations[{index}]", f"duplicate relation {relation.a} - {relation.b}"
+            )
+        seen.add(pair)
+        relations.append(relation)
+    return relations
+
+
+def _check_subordinates(
+    where: _Where, apps: Mapping[str, Application], relations: Sequence[Relation]
+) -> None:
+    for app in apps.values():
+        if not app.subordinate:
+            continue
+        principals = [
+            other.application
+            for relation in relations
+            if relation.scope == "container"
+            for mine, other in ((relation.a, relation.b), (relation.b, relation.a))
+            if mine.application == app.name and not apps[other.application].subordinate
+        ]
+        if len(principals) != 1:
+            found = ", ".join(principals) or "none"
+            raise where.error(
+                "relations",
+                f"subordinate {app.name!r} must have a container-scoped relation to exactly "
+                f"one principal (found: {found})",
+            )
+
+
+# ---------------------------------------------------------------------------- charm models
+
+
+def _model_pythonpath(charm_dir: Path) -> str | None:
+    """PYTHONPATH for the charm's config model, or ``None`` when it cannot be checked."""
+    if not (charm_dir / "src" / "config.py").is_file():
+        return None
+    paths = [charm_dir / "src", charm_dir / "lib"]
+    for parent in charm_dir.parents:
+        if (parent / "common" / "charm_common" / "typed_input.py").is_file():
+            return os.pathsep.join(str(path) for path in [*paths, parent / "common"])
+    if (charm_dir / "lib" / "charm_common").is_dir():  # a staged charm
+        return os.pathsep.join(str(path) for path in paths)
+    return None
+
+
+def _start_model_check(app: Application) -> subprocess.Popen[str] | None:
+    pythonpath = _model_pythonpath(app.charm_dir)
+    if pythonpath is None or not app.options:
+        return None
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-P", "-c", _MODEL_CHECK],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=app.charm_dir,
+        env=env,
+    )
+
+
+def _model_error_path(app: Application, message: str) -> str:
+    """The option's key path when the charm's message names exactly one option the bundle set."""
+    named = set(re.findall(r"invalid '([^']+)'", message))
+    prefix = f"applications.{app.name}.options"
+    if len(named) == 1 and (name := named.pop()) in app.options:
+        return f"{prefix}.{name}"
+    return prefix
+
+
+def _finish_model_check(where: _Where, app: Application, process: subprocess.Popen[str]) -> None:
+    try:
+        out, err = process.communicate(json.dumps(app.config()), timeout=MODEL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise where.error(
+            f"applications.{app.name}.options",
+            f"the charm's config model did not answer within {MODEL_TIMEOUT}s",
+        ) from None
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        result = {"crash": f"exit status {process.returncode}: {err.strip()[-500:]}"}
+    if "error" in result:
+        message = f"the charm rejects its config: {result['error']}"
+        raise where.error(_model_error_path(app, result["error"]), message)
+    if "crash" in result:
+        raise where.error(
+            f"applications.{app.name}.options",
+            f"cannot check options with the charm's config model "
+            f"({app.charm_dir / 'src' / 'config.py'}): {result['crash']}",
+        )
+
+
+def _check_models(where: _Where, apps: Mapping[str, Application]) -> None:
+    """Validate options with each charm's own ``CharmConfig`` (one subprocess per app)."""
+    started = [(app, _start_model_check(app)) for app in apps.values()]
+    try:
+        for app, process in started:
+            if process is not None:
+                _finish_model_check(where, app, process)
+    finally:
+        for _, process in started:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+# ---------------------------------------------------------------------------- bundle
+
+
+def _top_level(where: _Where, data: Any) -> tuple[Mapping[str, Any], str | None]:
+    if not isinstance(data, Mapping):
+        raise where.error("(top level)", f"expected a mapping, got {_type_name(data)}")
+    _check_keys(where, "", data, TOP_LEVEL_KEYS)
+    apps = data.get("applications")
+    if not isinstance(apps, Mapping) or not apps:
+        raise where.error("applications", "required: a non-empty mapping of applications")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise where.error(key, f"expected a string, got {_type_name(data[key])}")
+    if "default-base" in data:
+        return apps, _parse_base(where, "default-base", data["default-base"])
+    if "series" in data:
+        return apps, _base_from_series(where, "series", data["series"])
+    return apps, None
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and validate a bundle file; nothing is started.
+
+    Args:
+        path: the bundle file; local charm paths in it are relative to its directory.
+
+    Returns:
+        The bundle, applications in bundle order.
+
+    Raises:
+        BundleError: the first problem, naming the file, the key path and what is valid.
+    """
+    bundle_path = Path(path)
+    where = _Where(str(path))
+    data = _read_yaml(bundle_path, where.bundle)
+    specs, default_base = _top_level(where, data)
+    bundle_dir = bundle_path.resolve().parent
+    apps = {
+        name: _load_application(where, name, spec, bundle_dir, default_base)
+        for name, spec in specs.items()
+    }
+    relations = _load_relations(where, data.get("relations"), apps)
+    _check_subordinates(where, apps, relations)
+    _check_models(where, apps)
+    return Bundle(path=bundle_path, applications=apps, relations=relations)
+
+
+def describe(bundle: Bundle) -> str:
+    """A short human summary of the bundle: applications, units and relations.
+
+    Args:
+        bundle: a bundle from :func:`load_bundle`.
+
+    Returns:
+        Several lines of text, no trailing newline.
+    """
+    units = sum(app.num_units for app in bundle.applications.values())
+    lines = [
+        f"{bundle.path}: {len(bundle.applications)} application(s), {units} unit(s), "
+        f"{len(bundle.relations)} relation(s)"
+    ]
+    for app in bundle.applications.values():
+        charm = app.metadata.get("name", app.charm_dir.name)
+        if app.subordinate:
+            principals = [
+                str(other.application)
+                for rel in bundle.relations
+                for mine, other in ((rel.a, rel.b), (rel.b, rel.a))
+                if rel.scope == "container" and mine.application == app.name
+            ]
+            size = f"subordinate of {', '.join(principals)}"
+        else:
+            size = f"{app.num_units} unit(s)"
+        options = ", ".join(f"{key}={value}" for key, value in app.options.items())
+        lines.append(
+            f"  {app.name}: charm {charm}, {size}, base {app.base or 'default'}"
+            + (f", options: {options}" if options else "")
+        )
+    for rel in bundle.relations:
+        lines.append(f"  relation {rel.a} - {rel.b} ({rel.interface}, {rel.scope} scope)")
+    return "\n".join(lines)

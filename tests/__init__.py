@@ -1,0 +1,1 @@
+"""Tests that span the charms: functional (real daemons), lab, integration (real Juju)."""

@@ -1,0 +1,1 @@
+"""Tests of the lab itself (real namespaces, real daemons)."""

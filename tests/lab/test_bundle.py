@@ -1,0 +1,380 @@
+"""Tests of lab.bundle: bundle files read and validated before anything starts."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.bundle import Bundle, BundleError, Endpoint, Relation, describe, load_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+REAL_BUNDLE = REPO / "bundles" / "lxd-cluster.yaml"
+LXD_CHARM = REPO / "charms" / "lxd"
+
+
+def write_bundle(tmp_path: Path, data: dict[str, Any], name: str = "bundle.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def lxd_bundle(tmp_path: Path, **app: Any) -> Path:
+    """A one-application bundle on the real lxd charm (absolute charm path)."""
+    spec = {"charm": str(LXD_CHARM), "num_units": 3, "options": {"mode": "cluster"}}
+    spec.update(app)
+    return write_bundle(tmp_path, {"applications": {"lxd": spec}})
+
+
+def fake_charm(root: Path, name: str, text: str) -> Path:
+    """A charm directory with only a charmcraft.yaml (no src/config.py: no model check)."""
+    charm = root / "charms" / name
+    charm.mkdir(parents=True)
+    (charm / "charmcraft.yaml").write_text(f"name: {name}\n" + textwrap.dedent(text))
+    return charm
+
+
+PRINCIPAL = """
+    provides:
+      member:
+        interface: lxd-member
+      metrics:
+        interface: prometheus
+    requires:
+      logs:
+        interface: loki
+    peers:
+      cluster:
+        interface: lxd-cluster
+    config:
+      options:
+        ratio:
+          type: float
+          default: 0.5
+"""
+
+SUBORDINATE = """
+    subordinate: true
+    requires:
+      lxd:
+        interface: lxd-member
+        scope: container
+"""
+
+
+@pytest.fixture
+def charms(tmp_path: Path) -> Path:
+    fake_charm(tmp_path, "principal", PRINCIPAL)
+    fake_charm(tmp_path, "bridge", SUBORDINATE)
+    fake_charm(
+        tmp_path,
+        "metrics",
+        """
+        requires:
+          scrape:
+            interface: prometheus
+          logs-in:
+            interface: prometheus
+        provides:
+          logs:
+            interface: loki
+        """,
+    )
+    return tmp_path
+
+
+def bundle_of(root: Path, relations: list[Any], **apps: dict[str, Any]) -> Path:
+    (root / "bundles").mkdir(exist_ok=True)
+    return write_bundle(root / "bundles", {"applications": apps, "relations": relations})
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(BundleError) as exc:
+        load_bundle(path)
+    return str(exc.value)
+
+
+# ---------------------------------------------------------------------------- the real bundle
+
+
+def test_real_bundle_loads() -> None:
+    bundle = load_bundle(REAL_BUNDLE)
+    assert isinstance(bundle, Bundle)
+    assert list(bundle.applications) == ["lxd"]
+    lxd = bundle.applications["lxd"]
+    assert lxd.charm_dir == LXD_CHARM
+    assert lxd.num_units == 3
+    assert lxd.options == {"mode": "cluster"}
+    assert not lxd.subordinate
+    assert lxd.base == "ubuntu@24.04/stable"
+    assert lxd.metadata["name"] == "lxd"
+    assert lxd.config()["api-port"] == 8443
+    assert bundle.relations == []
+    summary = describe(bundle)
+    assert "1 application(s), 3 unit(s), 0 relation(s)" in summary
+    assert "lxd: charm lxd, 3 unit(s), base ubuntu@24.04/stable, options: mode=cluster" in summary
+
+
+def test_missing_charm_path(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path, {"applications": {"lxd": {"charm": "./nope", "num_units": 1}}})
+    message = error_of(path)
+    assert message.startswith(f"{path}: applications.lxd.charm: charm directory './nope'")
+    assert "does not exist" in message
+
+
+def test_option_type(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, options={"api-port": "abc"}))
+    assert (
+        "applications.lxd.options.api-port: expected an int (charmcraft.yaml type), "
+        "got a string 'abc'" in message
+    )
+
+
+def test_bool_is_not_an_int(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, options={"api-port": True}))
+    assert "applications.lxd.options.api-port: expected an int" in message
+
+
+def test_option_value_rejected_by_charm_model(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, options={"mode": "bogus"}))
+    assert "applications.lxd.options.mode: the charm rejects its config: " in message
+    assert "invalid 'mode': Input should be 'cluster' or 'standalone'" in message
+
+
+def test_model_cross_option_check(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, options={"api-port": 9000, "metrics-port": 9000}))
+    assert "metrics-port must differ from api-port (or be 0)" in message
+
+
+def test_unknown_option(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, options={"colour": "blue"}))
+    assert (
+        "applications.lxd.options.colour: unknown option 'colour' (valid: channel, mode,"
+        in message
+    )
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path, {"applications": {}, "machines": {"0": {}}})
+    message = error_of(path)
+    assert message == (
+        f"{path}: machines: unsupported key 'machines' (supported: applications, relations, "
+        "default-base, series, name, description)"
+    )
+
+
+def test_applications_required(tmp_path: Path) -> None:
+    message = error_of(write_bundle(tmp_path, {"name": "x"}))
+    assert "applications: required: a non-empty mapping of applications" in message
+
+
+def test_unsupported_application_key(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, to=["0", "1", "2"]))
+    assert "applications.lxd.to: unsupported key 'to' (supported: charm, num_units," in message
+
+
+def test_charm_store_name(tmp_path: Path) -> None:
+    for name in ("ch:lxd", "lxd"):
+        message = error_of(lxd_bundle(tmp_path, charm=name))
+        assert f"applications.lxd.charm: {name!r}: only local charm paths are supported" in message
+
+
+def test_num_units_required_for_principal(tmp_path: Path) -> None:
+    path = write_bundle(tmp_path, {"applications": {"lxd": {"charm": str(LXD_CHARM)}}})
+    assert "applications.lxd.num_units: required for a principal charm" in error_of(path)
+
+
+def test_unsupported_base(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, base="ubuntu@20.04"))
+    assert "applications.lxd.base: base 'ubuntu@20.04' is not supported by the charm" in message
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("applications: {}\napplications: {}\n")
+    assert "invalid YAML" in error_of(path)
+    assert "duplicate key 'applications'" in error_of(path)
+
+
+# ---------------------------------------------------------------------------- relations
+
+
+def test_subordinate_with_num_units(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["bridge", "lxd"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        bridge={"charm": "../charms/bridge", "num_units": 2},
+    )
+    assert "applications.bridge.num_units: must be absent or 0 for a subordinate" in error_of(path)
+
+
+def test_subordinate_relation(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["bridge", "lxd"]],
+        lxd={"charm": "../charms/principal", "num_units": 2, "options": {"ratio": 1}},
+        bridge={"charm": "../charms/bridge"},
+    )
+    bundle = load_bundle(path)
+    assert list(bundle.applications) == ["lxd", "bridge"]
+    assert bundle.applications["bridge"].subordinate
+    assert bundle.applications["bridge"].num_units == 0
+    assert bundle.applications["lxd"].options == {"ratio": 1}
+    assert bundle.relations == [
+        Relation(Endpoint("bridge", "lxd"), Endpoint("lxd", "member"), "lxd-member", "container")
+    ]
+    assert "bridge: charm bridge, subordinate of lxd" in describe(bundle)
+    assert "relation bridge:lxd - lxd:member (lxd-member, container scope)" in describe(bundle)
+
+
+def test_subordinate_needs_a_principal(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        bridge={"charm": "../charms/bridge"},
+    )
+    message = error_of(path)
+    assert (
+        "subordinate 'bridge' must have a container-scoped relation to exactly one principal"
+        in message
+    )
+
+
+def test_interface_mismatch(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["bridge:lxd", "lxd:metrics"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        bridge={"charm": "../charms/bridge"},
+    )
+    message = error_of(path)
+    assert (
+        "relations[0]: interfaces differ: bridge:lxd is 'lxd-member', lxd:metrics is 'prometheus'"
+        in message
+    )
+
+
+def test_unknown_app_in_relations(charms: Path) -> None:
+    path = bundle_of(
+        charms, [["lxd", "ghost"]], lxd={"charm": "../charms/principal", "num_units": 1}
+    )
+    assert "relations[0][1]: unknown application 'ghost' (applications: lxd)" in error_of(path)
+
+
+def test_unknown_endpoint(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["lxd:nope", "m"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        m={"charm": "../charms/metrics", "num_units": 1},
+    )
+    assert (
+        "relations[0][0]: 'lxd' has no endpoint 'nope' (valid: member, metrics, logs)"
+        in error_of(path)
+    )
+
+
+def test_peer_in_relations(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["lxd:cluster", "m"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        m={"charm": "../charms/metrics", "num_units": 1},
+    )
+    assert "relations[0][0]: 'lxd:cluster' is a peer endpoint" in error_of(path)
+
+
+def test_ambiguous_endpoint(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["lxd", "m"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        m={"charm": "../charms/metrics", "num_units": 1},
+    )
+    message = error_of(path)
+    assert "relations[0]: ambiguous relation: name the endpoints, one of " in message
+    assert "[lxd:metrics, m:scrape]" in message and "[lxd:metrics, m:logs-in]" in message
+
+
+def test_named_endpoint_resolves_other_side(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["lxd", "m:scrape"], ["m", "lxd:logs"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        m={"charm": "../charms/metrics", "num_units": 1},
+    )
+    assert load_bundle(path).relations == [
+        Relation(Endpoint("lxd", "metrics"), Endpoint("m", "scrape"), "prometheus", "global"),
+        Relation(Endpoint("m", "logs"), Endpoint("lxd", "logs"), "loki", "global"),
+    ]
+
+
+def test_option_on_fake_charm(charms: Path) -> None:
+    path = bundle_of(
+        charms, [], lxd={"charm": "../charms/principal", "num_units": 1, "options": {"ratio": "x"}}
+    )
+    assert "applications.lxd.options.ratio: expected a float" in error_of(path)
+
+
+# ---------------------------------------------------------------------------- charm models
+
+
+def fake_repo_charm(root: Path, config_py: str) -> Path:
+    """A charm with src/config.py inside a fake repository that has common/charm_common."""
+    common = root / "common" / "charm_common"
+    common.mkdir(parents=True)
+    (common / "__init__.py").write_text("")
+    source = REPO / "common" / "charm_common" / "typed_input.py"
+    (common / "typed_input.py").write_text(source.read_text())
+    charm = fake_charm(root, "fake", "config:\n  options:\n    size:\n      type: int\n")
+    (charm / "src").mkdir()
+    (charm / "src" / "config.py").write_text(textwrap.dedent(config_py))
+    return charm
+
+
+def test_fake_charm_model(tmp_path: Path) -> None:
+    fake_repo_charm(
+        tmp_path,
+        """
+        import pydantic
+
+        class CharmConfig(pydantic.BaseModel):
+            size: int = pydantic.Field(default=1, ge=1)
+        """,
+    )
+    path = bundle_of(tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1})
+    assert load_bundle(path).applications["fake"].options == {}  # no options: no subprocess
+    path = bundle_of(
+        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 0}}
+    )
+    assert (
+        "applications.fake.options.size: the charm rejects its config: "
+        "invalid 'size': Input should be greater than or equal to 1"
+    ) in error_of(path)
+
+
+def test_broken_charm_model(tmp_path: Path) -> None:
+    fake_repo_charm(tmp_path, "import no_such_module_here\n")
+    path = bundle_of(
+        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 2}}
+    )
+    message = error_of(path)
+    assert (
+        "applications.fake.options: cannot check options with the charm's config model" in message
+    )
+    assert "No module named 'no_such_module_here'" in message
+
+
+def test_model_skipped_without_common(tmp_path: Path) -> None:
+    charm = fake_charm(tmp_path, "fake", "config:\n  options:\n    size:\n      type: int\n")
+    (charm / "src").mkdir()
+    (charm / "src" / "config.py").write_text("raise SystemExit('must not run')\n")
+    path = bundle_of(
+        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 2}}
+    )
+    assert load_bundle(path).applications["fake"].options == {"size": 2}

@@ -1,0 +1,192 @@
+"""Lab machines for real: namespaces, the private lab network, private state directories.
+
+Needs root, iproute2 (``ip netns``) and util-linux (``unshare``, ``nsenter``). One lab of
+two machines is shared by the module; the last test destroys it and checks that nothing
+is left on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lab import machines, procs
+from lab.machines import Lab, Machine
+
+pytestmark = pytest.mark.skipif(
+    machines.unavailable_reason() is not None,
+    reason=machines.unavailable_reason() or "",
+)
+
+PORT = 8000
+PROBE_FILE = "lab-machines-probe"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    root = tempfile.mkdtemp(prefix="lab-machines-")
+    os.chmod(root, 0o711)  # noqa: S103 - as lab.hosts.make_root: traversable, not listable
+    lab = Lab(root)
+    try:
+        lab.create_machine("m0")
+        lab.create_machine("m1")
+        yield lab
+    finally:
+        left = lab.destroy()
+        if os.path.isdir(root) and not procs.mounts_under(root):
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, left
+
+
+def _ipv4(machine: Machine, dev: str = "eth0") -> str:
+    out = machine.run(["ip", "-4", "-o", "addr", "show", dev], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_addresses_are_private_to_the_lab(lab: Lab) -> None:
+    m0, m1 = lab.machines()
+    assert (m0.address, m1.address) == ("198.18.0.10", "198.18.0.11")
+    assert " 198.18.0.10/24 " in _ipv4(m0)
+    assert " 198.18.0.11/24 " in _ipv4(m1)
+    # Loopback is up inside, and there is no way out: no default route.
+    assert "127.0.0.1/8" in _ipv4(m0, "lo")
+    routes = m0.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    assert "default" not in routes, routes
+    # The host has no lab address, no lab interface, no lab route.
+    host_addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    assert "198.18." not in host_addrs
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert lab.prefix not in host_links
+    host_route = subprocess.run(
+        ["ip", "-4", "route", "get", m0.address], capture_output=True, text=True
+    ).stdout
+    assert lab.prefix not in host_route and "eth0@" not in host_route
+
+
+GET = """
+import socket, sys, time
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[3])), timeout=2) as sock:
+            sock.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            print(sock.recv(4096).decode(errors="replace"))
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+"""
+
+
+def test_machines_reach_each_other_over_tcp(lab: Lab) -> None:
+    m0, m1 = lab.machines()
+    log = os.path.join(m1.state_dir, "http.log")
+    server = [sys.executable, "-u", "-m", "http.server", "--bind", m1.address, str(PORT)]
+    pid = m1.spawn(server, log)
+    try:
+        assert pid in m1.pids()
+        get = [sys.executable, "-c", GET, m1.address]
+        result = m0.run([*get, "10", str(PORT)], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "Server: SimpleHTTP" in result.stdout
+        # The host's own attempt never reaches m1 (whatever the host's network answers: an
+        # intercepting gateway may accept any connection): m1 only ever saw m0.
+        subprocess.run([*get, "0", str(PORT)], capture_output=True, timeout=30)
+        time.sleep(0.3)
+        with open(log) as f:
+            requests = [line for line in f if '"GET / ' in line]
+        assert [line.split()[0] for line in requests] == [m0.address], requests
+    finally:
+        os.kill(pid, 15)
+
+
+def test_state_directories_are_private(lab: Lab) -> None:
+    m0, m1 = lab.machines()
+    target = f"/etc/ceph/{PROBE_FILE}-{lab.prefix}"
+    written = m0.run(["/bin/sh", "-c", f"echo m0 > {target}"], capture_output=True, text=True)
+    assert written.returncode == 0, written.stderr
+    assert m0.run(["cat", target], capture_output=True, text=True).stdout == "m0\n"
+    assert m1.run(["test", "-e", target]).returncode == 1
+    assert not os.path.exists(target)
+    with open(m0.host_path(target)) as f:
+        assert f.read() == "m0\n"
+    assert m0.host_path(target) == os.path.join(lab.root, "machines/m0/fs", target[1:])
+    # Every private path is a mount point inside the machine, none on the host.
+    inside = m1.run(["cat", "/proc/self/mounts"], capture_output=True, text=True).stdout
+    points = {line.split()[1] for line in inside.splitlines()}
+    assert set(machines.MACHINE_PATHS) <= points
+    assert not any(p.startswith(lab.root + "/") for p in points)  # no other machine's ns
+    assert not set(machines.MACHINE_PATHS) & {p for p, _ in procs.mount_table()}
+
+
+def test_a_later_process_reopens_the_lab(lab: Lab) -> None:
+    again = Lab.open(lab.root)
+    assert again.prefix == lab.prefix
+    assert [(m.name, m.address) for m in again.machines()] == [
+        ("m0", "198.18.0.10"),
+        ("m1", "198.18.0.11"),
+    ]
+    assert again["m1"].run(["hostname", "-I"], capture_output=True, text=True).stdout.split() == [
+        "198.18.0.11"
+    ]
+    # ... and so does a separate interpreter (a later CLI call).
+    script = (
+        "import sys; from lab.machines import Lab\n"
+        "m = Lab.open(sys.argv[1]).machine('m0')\n"
+        "sys.exit(m.run(['ip', '-4', '-o', 'addr', 'show', 'eth0']).returncode)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, lab.root], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "198.18.0.10/24" in result.stdout
+    with pytest.raises(FileNotFoundError):
+        Lab.open(os.path.join(lab.root, "nowhere"))
+
+
+def test_destroy_leaves_nothing(lab: Lab) -> None:
+    m1 = lab["m1"]
+    pid = m1.spawn(["sleep", "300"], os.path.join(m1.state_dir, "sleep.log"))
+    assert pid in m1.pids()
+    started = time.monotonic()
+    assert lab.destroy() == []
+    assert time.monotonic() - started < 10  # sleep dies on SIGTERM: no 10 s wait
+    assert not os.path.exists(f"/proc/{pid}") or not procs.alive(pid)
+    assert lab.leftovers() == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.prefix not in netns
+    with open("/proc/self/mounts") as f:
+        assert lab.root not in f.read()
+    assert not os.path.exists(lab.root)
+    assert lab.destroy() == []  # idempotent
+
+
+def test_destroy_cleans_up_a_half_created_lab() -> None:
+    root = tempfile.mkdtemp(prefix="lab-machines-")
+    lab = Lab(root)
+    try:
+        lab.create_machine("ok")
+        # Fail midway: the network namespace exists, the mount namespace does not.
+        lab._state["machines"].append({"name": "half", "index": 1})
+        lab._save()
+        half = lab.machine("half")
+        lab._create_netns(half)
+        with pytest.raises(ValueError):
+            lab.create_machine("Bad_Name")
+        reopened = Lab.open(root)
+        assert {m.name for m in reopened.machines()} == {"ok", "half"}
+        assert reopened.destroy() == []
+    finally:
+        lab.destroy()
+    assert not os.path.exists(root)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.prefix not in netns
