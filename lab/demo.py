@@ -19,7 +19,7 @@ import sys
 import time
 
 from lab.hosts import LXDHost, cleanup_root, leftovers, make_hosts, remove_root, start_hosts
-from lxd import fill_member_config
+from lxd import LXDError, fill_member_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.join(REPO, ".lab", "demo")
@@ -66,7 +66,7 @@ def up(count: int) -> int:
 def _answers(host: LXDHost) -> bool:
     try:
         return host.lxd.server_info().clustered
-    except Exception:  # noqa: BLE001 - any failure means "not up"
+    except LXDError:
         return False
 
 
