@@ -71,6 +71,7 @@ MACHINE_PATHS: tuple[str, ...] = (
     "/run/openvswitch",
     "/var/log/openvswitch",
     "/var/lib/juju",
+    "/etc/sysctl.d",  # the lxd charm persists its kernel settings here
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")

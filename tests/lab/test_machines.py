@@ -8,7 +8,6 @@ is left on the host.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import pytest
 
 from lab import machines, procs
 from lab.machines import Lab, Machine
+
+from .conftest import machine_lab
 
 pytestmark = pytest.mark.skipif(
     machines.unavailable_reason() is not None,
@@ -31,18 +32,8 @@ PROBE_FILE = "lab-machines-probe"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    root = tempfile.mkdtemp(prefix="lab-machines-")
-    os.chmod(root, 0o711)  # noqa: S103 - as lab.hosts.make_root: traversable, not listable
-    lab = Lab(root)
-    try:
-        lab.create_machine("m0")
-        lab.create_machine("m1")
-        yield lab
-    finally:
-        left = lab.destroy()
-        if os.path.isdir(root) and not procs.mounts_under(root):
-            shutil.rmtree(root, ignore_errors=True)
-        assert not left, left
+    with machine_lab("lab-machines-", ["m0", "m1"]) as made:
+        yield made
 
 
 def _ipv4(machine: Machine, dev: str = "eth0") -> str:
