@@ -691,11 +691,47 @@ def _top_level(where: _Where, data: Any) -> tuple[Mapping[str, Any], str | None]
     return apps, None
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+def _merge(base: Any, overlay: Any) -> Any:
+    """``overlay`` deep-merged onto ``base`` (mappings merge; anything else replaces)."""
+    if isinstance(base, Mapping) and isinstance(overlay, Mapping):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return overlay
+
+
+def _with_overlays(where: _Where, data: Any, overlays: Sequence[str | os.PathLike[str]]) -> Any:
+    """The bundle data with each overlay's ``applications`` merged in.
+
+    As ``juju deploy --overlay`` does; an overlay application not in the bundle is an error.
+    """
+    for overlay in overlays:
+        over = _read_yaml(Path(overlay), str(overlay))
+        ow = _Where(str(overlay))
+        if not isinstance(over, Mapping):
+            raise ow.error("(top level)", f"expected a mapping, got {_type_name(over)}")
+        _check_keys(ow, "", over, ("applications", "description"))
+        apps = over.get("applications") or {}
+        if not isinstance(apps, Mapping):
+            raise ow.error("applications", f"expected a mapping, got {_type_name(apps)}")
+        known = data.get("applications") if isinstance(data, Mapping) else None
+        for name in apps:
+            if not isinstance(known, Mapping) or name not in known:
+                raise ow.error(f"applications.{name}", f"not an application of {where.bundle}")
+        data = _merge(data, {"applications": apps})
+    return data
+
+
+def load_bundle(
+    path: str | os.PathLike[str], overlays: Sequence[str | os.PathLike[str]] = ()
+) -> Bundle:
     """Read and validate a bundle file; nothing is started.
 
     Args:
         path: the bundle file; local charm paths in it are relative to its directory.
+        overlays: files whose ``applications`` entries are merged onto the bundle's (as
+            ``juju deploy --overlay``), e.g. to change options or ``num_units``.
 
     Returns:
         The bundle, applications in bundle order.
@@ -705,7 +741,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """
     bundle_path = Path(path)
     where = _Where(str(path))
-    data = _read_yaml(bundle_path, where.bundle)
+    data = _with_overlays(where, _read_yaml(bundle_path, where.bundle), overlays)
     specs, default_base = _top_level(where, data)
     bundle_dir = bundle_path.resolve().parent
     apps = {
@@ -716,6 +752,51 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     _check_subordinates(where, apps, relations)
     _check_models(where, apps)
     return Bundle(path=bundle_path, applications=apps, relations=relations)
+
+
+def charm_application(name: str, charm_dir: str | os.PathLike[str], options: Any) -> Application:
+    """The application ``name`` of the charm in ``charm_dir`` with ``options``.
+
+    Validated as a bundle's would be, for a model that outlives its bundle (``lab config``,
+    ``lab relate``).
+
+    Raises:
+        BundleError: an option the charm does not declare, of the wrong type, or refused by
+            the charm's own config model.
+    """
+    where = _Where(name)
+    spec = {"charm": str(charm_dir), "options": options, "num_units": 0}
+    app = _load_application(where, name, spec, Path("/"), None)
+    _check_models(where, {name: app})
+    return app
+
+
+def relation_between(apps: Mapping[str, Application], a: str, b: str) -> Relation:
+    """The relation ``a`` - ``b`` (``app[:endpoint]`` each) means among ``apps``.
+
+    Raises:
+        BundleError: an unknown application or endpoint, no or several matching pairs.
+    """
+    return _load_relation(_Where("relate"), 0, [a, b], apps)
+
+
+def option_value(app: Application, name: str, text: str) -> Any:
+    """``text`` (from a command line) as the type option ``name`` declares.
+
+    As ``juju config`` reads it; an undeclared option or a value of the wrong type is left
+    for :func:`charm_application` to report.
+    """
+    spec = _charm_options(app.metadata).get(name)
+    kind = spec.get("type") if isinstance(spec, Mapping) else "string"
+    if kind in ("string", "secret"):
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def describe(bundle: Bundle) -> str:

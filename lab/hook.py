@@ -52,29 +52,59 @@ def charm_class(charm_dir: str) -> type:
     return classes[0]
 
 
+def _relation(r: Mapping[str, Any]) -> Any:
+    """A ``testing`` relation from its request form (``kind``: peer, regular, subordinate)."""
+    from ops import testing
+
+    remote = {int(k): v for k, v in r.get("remote_units", {}).items()}
+    common = {
+        "id": r["id"],
+        "interface": r.get("interface"),
+        "local_app_data": r.get("local_app_data", {}),
+        "local_unit_data": r.get("local_unit_data", {}),
+    }
+    kind = r.get("kind", "peer")
+    if kind == "peer":
+        return testing.PeerRelation(r["endpoint"], peers_data=remote, **common)
+    if kind == "subordinate":
+        ((unit_id, data),) = remote.items() or ((0, {}),)
+        return testing.SubordinateRelation(
+            r["endpoint"],
+            remote_app_name=r["remote_app"],
+            remote_app_data=r.get("remote_app_data", {}),
+            remote_unit_id=unit_id,
+            remote_unit_data=data,
+            **common,
+        )
+    return testing.Relation(
+        r["endpoint"],
+        remote_app_name=r["remote_app"],
+        remote_app_data=r.get("remote_app_data", {}),
+        remote_units_data=remote,
+        **common,
+    )
+
+
+def _secret(s: Mapping[str, Any]) -> Any:
+    from ops import testing
+
+    secret = testing.Secret(
+        s["tracked"],
+        latest_content=s.get("latest", s["tracked"]),
+        id=s["id"],
+        owner=s.get("owner"),
+        label=s.get("label"),
+        remote_grants={int(k): frozenset(v) for k, v in s.get("grants", {}).items()},
+    )
+    # Revisions are Juju's to count; ops.testing keeps them in private attributes.
+    object.__setattr__(secret, "_tracked_revision", s.get("tracked_revision", 1))
+    object.__setattr__(secret, "_latest_revision", s.get("latest_revision", 1))
+    return secret
+
+
 def _state(request: Mapping[str, Any]) -> Any:
     from ops import testing
 
-    relations = [
-        testing.PeerRelation(
-            r["endpoint"],
-            id=r["id"],
-            local_app_data=r.get("local_app_data", {}),
-            local_unit_data=r.get("local_unit_data", {}),
-            peers_data={int(k): v for k, v in r.get("peers_data", {}).items()},
-        )
-        for r in request.get("relations", [])
-    ]
-    secrets = [
-        testing.Secret(
-            s["content"],
-            id=s["id"],
-            owner=s.get("owner"),
-            label=s.get("label"),
-            remote_grants={int(k): frozenset(v) for k, v in s.get("grants", {}).items()},
-        )
-        for s in request.get("secrets", [])
-    ]
     networks = {
         testing.Network(binding, [testing.BindAddress([testing.Address(address)])])
         for binding, address in request.get("bindings", {}).items()
@@ -82,8 +112,8 @@ def _state(request: Mapping[str, Any]) -> Any:
     return testing.State(
         leader=request.get("leader", False),
         config=request.get("config", {}),
-        relations=relations,
-        secrets=secrets,
+        relations=[_relation(r) for r in request.get("relations", [])],
+        secrets=[_secret(s) for s in request.get("secrets", [])],
         networks=networks,
         planned_units=request.get("planned_units", 1),
     )
@@ -122,15 +152,48 @@ def _result(ctx: Any, out: Any, leader: bool) -> dict[str, Any]:
                 "id": s.id,
                 "owner": s.owner,
                 "label": s.label,
-                "content": dict(s.tracked_content),
+                "tracked": dict(s.tracked_content),
+                "latest": dict(s.latest_content),
                 "grants": {str(k): sorted(v) for k, v in s.remote_grants.items()},
             }
             for s in out.secrets
-            if s.owner is not None
         ],
         "opened_ports": sorted(p.port for p in out.opened_ports),
         "action_results": ctx.action_results,
+        "log": _log(ctx),
     }
+
+
+def _log(ctx: Any) -> list[str]:
+    """What the charm logged (``juju-log``), as ``LEVEL message`` lines."""
+    return [f"{line.level} {line.message}" for line in ctx.juju_log]
+
+
+def _juju_event_env(hook_event: Mapping[str, Any]) -> None:
+    """Make ``JUJU_DEPARTING_UNIT`` and ``JUJU_REMOTE_UNIT`` what Juju sets for ``event``.
+
+    ops.testing 8.9 builds ``JUJU_DEPARTING_UNIT`` from the *remote* application's name and
+    treats unit 0 as "not given" (a falsy id), so the unit that leaves is misnamed whenever it
+    is unit 0 or the local unit of a regular relation. And it names a remote unit (the first
+    one) for a ``relation-changed`` that a remote *application* databag caused, where Juju
+    leaves it empty (the charm sees ``event.unit`` None). The lab knows the event and says so.
+    """
+    departing = hook_event.get("departing_unit_name")
+    app_changed = hook_event["name"] == "relation_changed" and "remote_unit" not in hook_event
+    if not departing and not app_changed:
+        return
+    runtime = importlib.import_module("scenario._runtime").Runtime
+    original = runtime._get_event_env
+
+    def event_env(self: Any, state: Any, event: Any, charm_root: Any) -> dict[str, str]:
+        env: dict[str, str] = original(self, state, event, charm_root)
+        if departing:
+            env["JUJU_DEPARTING_UNIT"] = departing
+        if app_changed:
+            env["JUJU_REMOTE_UNIT"] = ""  # as Juju sets it
+        return env
+
+    runtime._get_event_env = event_env
 
 
 def execute(request: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -138,15 +201,23 @@ def execute(request: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     from ops import testing
 
     cls = charm_class(request["charm_dir"])
-    ctx = testing.Context(cls, unit_id=request["unit_id"], app_name=request["app"])
+    ctx = testing.Context(
+        cls,
+        unit_id=request["unit_id"],
+        app_name=request["app"],
+        machine_id=request.get("machine"),
+        principal_unit=request.get("principal"),
+    )
+    _juju_event_env(request["event"])
     state = _state(request)
     try:
         out = ctx.run(_event(ctx, state, request["event"]), state)
     except testing.ActionFailed as failure:
-        return 1, {"action_failed": failure.message}
+        return 1, {"action_failed": failure.message, "log": _log(ctx)}
     except testing.errors.UncaughtCharmError as exc:
         cause = exc.__cause__ or exc
-        return 1, {"error": "".join(traceback.format_exception(cause))[-4000:]}
+        error = "".join(traceback.format_exception(cause))[-4000:]
+        return 1, {"error": error, "log": _log(ctx)}
     return 0, _result(ctx, out, request.get("leader", False))
 
 

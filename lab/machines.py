@@ -74,7 +74,7 @@ MACHINE_PATHS: tuple[str, ...] = (
     "/etc/sysctl.d",  # the lxd charm persists its kernel settings here
 )
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
 def unavailable_reason() -> str | None:
@@ -317,12 +317,14 @@ class Lab:
         cleans up after a creation that failed midway.
         """
         if not _NAME.match(name):
-            raise ValueError(f"invalid machine name {name!r} (want [a-z][a-z0-9-]*, ≤ 32)")
+            raise ValueError(f"invalid machine name {name!r} (want [a-z0-9][a-z0-9-]*, ≤ 32)")
         if any(m.name == name for m in self.machines()):
             raise ValueError(f"machine {name!r} already exists")
-        index = len(self._state["machines"])
+        # Addresses are never reused within a lab, as Juju never reuses machine numbers.
+        index = self._state.get("next_index", len(self._state["machines"]))
         if index >= MAX_MACHINES:
-            raise ValueError(f"a lab holds at most {MAX_MACHINES} machines")
+            raise ValueError(f"a lab creates at most {MAX_MACHINES} machines")
+        self._state["next_index"] = index + 1
         self._state["machines"].append({"name": name, "index": index})
         self._save()
         machine = Machine(self.root, self.prefix, name, index)
@@ -392,6 +394,40 @@ class Lab:
             found |= _mnt_ns_pids(machine.mount_ns)
         found = with_descendants(found) - {os.getpid()}
         return {pid for pid in found if alive(pid)}
+
+    def destroy_machine(self, name: str) -> list[str]:
+        """Stop everything of machine ``name`` and remove it; the rest of the lab is untouched.
+
+        As a server that is switched off and wiped.
+
+        Returns:
+            What is left of the machine (processes, network namespace, mounts): empty when
+            everything went. The machine stays recorded until nothing is left.
+        """
+        machine = self.machine(name)
+
+        def processes() -> set[int]:
+            found = _netns_pids(machine.netns) | _mnt_ns_pids(machine.mount_ns)
+            return {pid for pid in with_descendants(found) - {os.getpid()} if alive(pid)}
+
+        terminate(processes())
+        left = [f"process {pid}" for pid in sorted(processes())]
+        if not left:
+            if _is_mount_point(machine.mount_ns):
+                unmount(machine.mount_ns)
+            _run([IP, "-n", self.net_netns, "link", "delete", machine.veth], check=False)
+            _run([IP, "netns", "delete", machine.netns], check=False)
+            left += [f"netns {machine.netns}" for n in _netns_list() if n == machine.netns]
+            left += [f"mount {point}" for point in mounts_under(machine.state_dir)]
+            if _is_mount_point(machine.mount_ns):
+                left.append(f"mount {machine.mount_ns}")
+        if not left:
+            shutil.rmtree(machine.state_dir, ignore_errors=True)
+            if os.path.exists(machine.mount_ns):
+                os.remove(machine.mount_ns)
+            self._state["machines"] = [m for m in self._state["machines"] if m["name"] != name]
+            self._save()
+        return left
 
     def destroy(self) -> list[str]:
         """Stop everything of the lab and remove its state; idempotent.

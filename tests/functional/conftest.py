@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -29,15 +29,6 @@ MEMBERS = (
     ("lxd-1", "127.0.0.3"),
     ("lxd-2", "127.0.0.4"),
     ("lxd-3", "127.0.0.5"),
-)
-
-
-# The charm-hook tests use their own addresses, so a leftover of one module never collides
-# with the other.
-CHARM_MEMBERS = (
-    ("lxd-0", "127.0.0.12"),
-    ("lxd-1", "127.0.0.13"),
-    ("lxd-2", "127.0.0.14"),
 )
 
 
@@ -72,44 +63,3 @@ def lab() -> Iterator[Lab]:
     """Four daemons for the workload tests."""
     with deployment(MEMBERS, "lxd-functional-") as daemons:
         yield daemons
-
-
-@pytest.fixture(scope="module")
-def charm_lab() -> Iterator[Lab]:
-    """Three daemons for the charm-hook tests."""
-    with deployment(CHARM_MEMBERS, "lxd-charm-") as daemons:
-        yield daemons
-
-
-# -- ordered steps: once one fails, the later ones (which build on it) are skipped --------
-
-
-_FAILED_STEP = pytest.StashKey[str]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    steps = item.parent
-    if (
-        report.failed
-        and report.when == "call"
-        and steps
-        and item.get_closest_marker("ordered_steps")
-    ):
-        steps.stash.setdefault(_FAILED_STEP, item.name)
-    return report
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    steps = item.parent
-    if steps and item.get_closest_marker("ordered_steps") and _FAILED_STEP in steps.stash:
-        pytest.skip(f"builds on {steps.stash[_FAILED_STEP]}, which failed")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "ordered_steps: the module's tests are consecutive steps on shared state"
-    )

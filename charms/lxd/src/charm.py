@@ -278,8 +278,14 @@ class LXDCharm(ops.CharmBase):
         logger.info("joined the cluster as %s", self.member_name)
 
     def _remove_departed_members(self) -> None:
-        """The leader removes members whose unit is gone (after they were evacuated)."""
-        if not self.unit.is_leader() or not self.lxd.server_info().clustered:
+        """The leader removes members whose unit is gone (after they were evacuated).
+
+        Not while the leader itself is being removed: then its peers leave its view one by
+        one (Juju's relation-departed on the departing side) although they stay.
+        """
+        if not self.unit.is_leader() or self.peers.departing:
+            return
+        if not self.lxd.server_info().clustered:
             return
         record = self.peers.joined_members()
         present = self.peers.unit_names()
@@ -332,6 +338,7 @@ class LXDCharm(ops.CharmBase):
             return
         # This unit is being removed: empty its member while its machine still exists, so
         # the live member that removes it next has nothing to lose.
+        self.peers.mark_departing()
         try:
             info = self.lxd.server_info()
         except LXDUnavailableError:

@@ -10,6 +10,9 @@ Unit databag (each unit writes its own):
     ``member-name``, ``address`` (cluster address host:port), ``clustered`` (json bool)
     ``join-tokens``         issuer only: json {unit name: Juju secret id}; the tokens
                             themselves live in secrets granted to that unit only
+    ``departing``           "true" once the unit is being removed (set in its own first
+                            relation-departed): from then on it sees its peers leave one
+                            by one and must not take that for their departure
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ class ClusterPeers:
         data["member-name"] = member_name
         data["address"] = address
         data["clustered"] = json.dumps(clustered)
+
+    @property
+    def departing(self) -> bool:
+        """Whether this unit is being removed (it marked itself in its own departure)."""
+        relation = self.relation
+        return relation is not None and relation.data[self._charm.unit].get("departing") == "true"
+
+    def mark_departing(self) -> None:
+        """Record that this unit is being removed."""
+        relation = self.relation
+        if relation is not None:
+            relation.data[self._charm.unit]["departing"] = "true"
 
     def peer_units(self) -> list[PeerUnit]:
         """Every other unit in the relation, lowest unit number first."""

@@ -4,9 +4,9 @@ import json
 from unittest.mock import MagicMock
 
 import pytest
-from conftest import FINGERPRINT, member, server_info
 from ops import testing
 
+from conftest import FINGERPRINT, member, server_info
 from installer import InstallError
 from lxd import (
     JoinToken,
@@ -337,6 +337,27 @@ def depart_lxd1(ctx_unit1, lxd, members, planned_units=1):
 def test_departing_unit_evacuates_itself_while_others_are_online(ctx_unit1, lxd):
     depart_lxd1(ctx_unit1, lxd, [member("lxd-0"), member("lxd-1")])
     lxd.check_database_survives.assert_called_once_with("lxd-1")
+    lxd.evacuate_member.assert_called_once_with("lxd-1")
+    lxd.remove_member.assert_not_called()
+
+
+def test_departing_leader_does_not_remove_the_peers_that_leave_its_view(ctx_unit1, lxd):
+    # GIVEN the leader lxd/1 of a 3-member cluster is being removed: Juju runs its own
+    # relation-departed once per peer, and each peer leaves its relation view in turn
+    # (lxd/1, not lxd/0: ops.testing 8.9 cannot name unit 0 as the departing unit)
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1"), member("lxd-2")]
+    members = {"lxd-0": "lxd/0", "lxd-1": "lxd/1", "lxd-2": "lxd/2"}
+    relation = peer(
+        app={**BOOTSTRAPPED, "members": json.dumps(members)}, peers={0: member_peer(0)}
+    )
+    state = testing.State(leader=True, relations=[relation], planned_units=2)
+    ctx = ctx_unit1
+    out = ctx.run(ctx.on.relation_departed(relation, remote_unit=2, departing_unit=1), state)
+    # WHEN any later hook runs on it (update-status here) with lxd/2 gone from its view
+    out = ctx.run(ctx.on.update_status(), out)
+    # THEN it marked itself departing, emptied its own member and removed nobody
+    assert out.get_relation(relation.id).local_unit_data["departing"] == "true"
     lxd.evacuate_member.assert_called_once_with("lxd-1")
     lxd.remove_member.assert_not_called()
 

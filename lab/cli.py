@@ -1,0 +1,344 @@
+"""The ``lab`` command: deploy and operate bundles on this host, with verbs that mirror Juju's.
+
+    lab deploy BUNDLE [--overlay FILE]...   lab status [--format json]
+    lab add-unit APP [-n N]                 lab remove-unit UNIT...
+    lab config APP [key=value...]           lab relate A[:ep] B[:ep]
+    lab run UNIT ACTION [key=value...]      lab exec UNIT -- CMD...
+    lab wait                                lab resolved UNIT
+    lab destroy
+
+Commands that change the model run its hooks until it is idle before they return (as
+``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
+(default: ``$LAB_ROOT``, else ``.lab/model`` in the repository).
+Exit codes: 0 done, 1 a unit in error / a failed action / not settled, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import yaml
+
+from lab import bundle as bundles
+from lab.hook import REPO
+from lab.machines import Lab
+from lab.model import DEFAULT_TIMEOUT, Model, ModelError, NotSettledError
+
+DEFAULT_ROOT = os.path.join(REPO, ".lab", "model")
+
+
+class UsageError(Exception):
+    """Bad input on the command line (exit code 2)."""
+
+
+def _key_values(items: Sequence[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        values[key] = value
+    return values
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _unit_rows(name: str, unit: dict[str, Any], indent: str = "") -> Iterator[list[str]]:
+    agent = unit["juju-status"]["current"]
+    message = unit["workload-status"]["message"]
+    if unit["juju-status"].get("message"):
+        message = unit["juju-status"]["message"]
+    yield [
+        indent + name + ("*" if unit["leader"] else ""),
+        unit["workload-status"]["current"],
+        agent + (" (dying)" if unit["juju-status"].get("life") else ""),
+        unit["machine"],
+        unit["public-address"],
+        ",".join(unit["open-ports"]),
+        message,
+    ]
+    for sub, record in unit.get("subordinates", {}).items():
+        yield from _unit_rows(sub, record, indent + "  ")
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``status`` (from :meth:`Model.status`) as tables like ``juju status`` prints."""
+    apps = [["App", "Charm", "Units", "Status", "Message"]]
+    units = [["Unit", "Workload", "Agent", "Machine", "Address", "Ports", "Message"]]
+    for name, app in status["applications"].items():
+        count = len(app.get("units", {})) if "units" in app else "-"
+        apps.append(
+            [
+                name,
+                app["charm"],
+                str(count),
+                app["application-status"]["current"],
+                app["application-status"]["message"],
+            ]
+        )
+        for unit, record in app.get("units", {}).items():
+            units.extend(_unit_rows(unit, record))
+    machines = [["Machine", "State", "Address", "Network namespace"]]
+    for name, machine in status["machines"].items():
+        machines.append(
+            [
+                name,
+                machine["juju-status"]["current"],
+                machine["dns-name"],
+                machine["network-namespace"],
+            ]
+        )
+    model = status["model"]
+    lines = _table(
+        [["Model", "Type", "Hooks run"], [model["name"], model["type"], str(model["hooks-run"])]]
+    )
+    for block in (apps, units, machines):
+        lines += ["", *_table(block)]
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def _settle(model: Model, args: argparse.Namespace) -> int:
+    if getattr(args, "no_wait", False):
+        return 0
+    stuck = model.settle(timeout=args.timeout)
+    if stuck:
+        print(
+            "units in error (their hook failed; fix the cause, then 'lab resolved UNIT'):",
+            *stuck,
+            sep="\n  ",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Validate the bundle (nothing starts when it is invalid), deploy it, wait."""
+    if Model.exists(args.root):
+        raise ModelError(f"a model already exists under {args.root}: 'lab destroy' it first")
+    bundle = bundles.load_bundle(args.bundle, overlays=args.overlay)  # before anything starts
+    print(bundles.describe(bundle))
+    with Model.locked(args.root):
+        model = Model.create(args.root)
+        model.deploy(bundle)
+        code = _settle(model, args)
+        print(format_status(model.status()))
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the model's status."""
+    status = Model(args.root).status()
+    print(json.dumps(status, indent=2) if args.format == "json" else format_status(status))
+    return 0
+
+
+def cmd_add_unit(args: argparse.Namespace) -> int:
+    """Add units to a principal application."""
+    model = Model(args.root)
+    if model.app(args.application)["subordinate"]:
+        raise ModelError(f"{args.application} is a subordinate: its units follow its principal")
+    if args.num_units < 1:
+        raise UsageError("-n must be at least 1")
+    for _ in range(args.num_units):
+        print("added", model.add_unit(args.application))
+    model.save()
+    return _settle(model, args)
+
+
+def cmd_remove_unit(args: argparse.Namespace) -> int:
+    """Remove units (their subordinates with them), then wait until they are gone."""
+    model = Model(args.root)
+    for unit in args.units:
+        model.remove_unit(unit)
+    return _settle(model, args)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Show an application's config, or change it (validated like a bundle's options)."""
+    model = Model(args.root)
+    if not args.values:
+        print(yaml.safe_dump(model.app(args.application)["config"], sort_keys=True), end="")
+        return 0
+    app = model.application(args.application)
+    values = {k: bundles.option_value(app, k, v) for k, v in _key_values(args.values).items()}
+    model.set_config(args.application, values)
+    return _settle(model, args)
+
+
+def cmd_relate(args: argparse.Namespace) -> int:
+    """Relate two applications (endpoints resolved as a bundle's ``relations`` are)."""
+    model = Model(args.root)
+    apps = {name: model.application(name) for name in model.apps}
+    relation = bundles.relation_between(apps, args.a, args.b)
+    model.relate(relation)
+    model.save()
+    return _settle(model, args)
+
+
+def _params(model: Model, unit: str, action: str, items: Sequence[str]) -> dict[str, Any]:
+    spec = model.apps[model.unit(unit)["app"]]["actions"].get(action) or {}
+    declared = spec.get("params") or {}
+    params: dict[str, Any] = {}
+    for key, text in _key_values(items).items():
+        kind = (declared.get(key) or {}).get("type", "string")
+        params[key] = text if kind == "string" else yaml.safe_load(text)
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run an action on a unit; print its results; exit 1 when it fails."""
+    model = Model(args.root)
+    params = _params(model, args.unit, args.action, args.params)
+    outcome = model.run_action(args.unit, args.action, params)
+    if "failed" in outcome:
+        print(f"Action {args.action} on {args.unit} failed: {outcome['failed']}", file=sys.stderr)
+        _settle(model, args)
+        return 1
+    print(
+        yaml.safe_dump(outcome["results"], sort_keys=True) if outcome["results"] else "ok",
+        end="" if outcome["results"] else "\n",
+    )
+    return _settle(model, args)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """Run a command inside a unit's machine, passing its output and exit code through."""
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("exec needs a command: lab exec UNIT -- CMD...")
+    machine = Model(args.root).machine_of(args.unit)
+    return machine.run(command).returncode
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Run hooks (and update-status) until the model is idle."""
+    return _settle(Model(args.root), args)
+
+
+def cmd_resolved(args: argparse.Namespace) -> int:
+    """Retry a unit's failed hook."""
+    model = Model(args.root)
+    model.resolved(args.unit)
+    return _settle(model, args)
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    """Stop every process of the lab and remove its namespaces, mounts and state."""
+    if not os.path.exists(os.path.join(args.root, "machines.json")):
+        print(f"no lab under {args.root}")
+        return 0
+    left = Lab(args.root).destroy()
+    if left:
+        print("left behind:", *left, sep="\n  ", file=sys.stderr)
+        return 1
+    print(f"destroyed the lab under {args.root}")
+    return 0
+
+
+# -- parsing -----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lab", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("LAB_ROOT", DEFAULT_ROOT),
+        help="where the model lives (default: $LAB_ROOT or .lab/model)",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, func: Any, wait: bool = True, **kw: Any) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=func.__doc__.splitlines()[0], **kw)
+        sub.set_defaults(func=func)
+        if wait:
+            sub.add_argument(
+                "--timeout",
+                type=float,
+                default=DEFAULT_TIMEOUT,
+                help="give up waiting after this many seconds",
+            )
+            sub.add_argument("--no-wait", action="store_true", help="queue the hooks only")
+        return sub
+
+    deploy = verb("deploy", cmd_deploy)
+    deploy.add_argument("bundle")
+    deploy.add_argument("--overlay", action="append", default=[], metavar="FILE")
+    verb("status", cmd_status, wait=False).add_argument(
+        "--format", choices=("tabular", "json"), default="tabular"
+    )
+    add = verb("add-unit", cmd_add_unit)
+    add.add_argument("application")
+    add.add_argument("-n", "--num-units", type=int, default=1)
+    verb("remove-unit", cmd_remove_unit).add_argument("units", nargs="+")
+    config = verb("config", cmd_config)
+    config.add_argument("application")
+    config.add_argument("values", nargs="*", metavar="key=value")
+    relate = verb("relate", cmd_relate)
+    relate.add_argument("a")
+    relate.add_argument("b")
+    run = verb("run", cmd_run)
+    run.add_argument("unit")
+    run.add_argument("action")
+    run.add_argument("params", nargs="*", metavar="key=value")
+    execute = verb("exec", cmd_exec, wait=False)
+    execute.add_argument("unit")
+    execute.add_argument("command", nargs=argparse.REMAINDER)
+    verb("wait", cmd_wait)
+    verb("resolved", cmd_resolved).add_argument("unit")
+    verb("destroy", cmd_destroy, wait=False)
+    return parser
+
+
+@contextmanager
+def _errors() -> Iterator[list[int]]:
+    code = [0]
+    try:
+        yield code
+    except (bundles.BundleError, UsageError) as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        code[0] = 2
+    except NotSettledError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        code[0] = 1
+    except (ModelError, FileNotFoundError) as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        code[0] = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lab`` command; its exit code."""
+    args = _parser().parse_args(argv)
+    args.root = os.path.abspath(args.root)
+    with _errors() as code:
+        if args.func in (cmd_status, cmd_exec, cmd_destroy, cmd_deploy):
+            code[0] = args.func(args)
+        else:
+            if not Model.exists(args.root):
+                raise ModelError(f"no model under {args.root}: 'lab deploy BUNDLE' first")
+            with Model.locked(args.root):
+                code[0] = args.func(args)
+    sys.stdout.flush()
+    return code[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

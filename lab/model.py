@@ -1,0 +1,990 @@
+"""The lab's model: what Juju keeps between hooks, and the runner that fires them in its order.
+
+A :class:`Model` lives under a root directory (next to its :class:`~lab.machines.Lab`) in
+``model.json``, so every ``lab`` command is a fresh process that picks up where the last one
+stopped. It keeps what a Juju controller keeps:
+
+* applications (charm directory, config, leader, application status) and units (machine,
+  principal for a subordinate, life, workload and agent status, opened ports, the hooks
+  still to run);
+* relations (peer, regular, container-scoped) with one databag per application and per unit,
+  and for every unit which remote units it has seen join (``relation-list``);
+* Juju secrets: owner (a unit or an application), revisions, the owner's label, grants per
+  relation, and per observer the revision it tracks and its own label.
+
+The runner (:meth:`Model.settle`) runs one hook at a time, each as its own process inside
+the unit's machine (:func:`lab.hook.run_hook`), and derives the next hooks the way Juju
+does: ``install`` → ``relation-created`` → ``leader-elected`` → ``config-changed`` →
+``start`` → ``relation-joined``/``-changed`` with every unit in scope; a changed unit or
+application databag → ``relation-changed`` at the units that see it; a new secret revision
+→ ``secret-changed`` at the units that track it; on removal ``relation-departed`` on both
+sides → ``relation-broken`` → ``stop`` → ``remove``, then the machine is wiped and, if the
+leader went, another unit is elected (``leader-elected``). A failed hook is retried with
+backoff (its changes discarded) and leaves its unit in error after :data:`HOOK_ATTEMPTS`.
+
+When no hook is queued, every unit gets ``update-status`` (Juju's timer, here every
+:data:`UPDATE_STATUS_INTERVAL` seconds). The model is idle when such a round changes nothing
+and no unit reports ``maintenance`` or ``waiting``; after the time bound the runner gives
+up with :class:`NotSettledError`, naming the units still changing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from lab import bundle as bundles
+from lab.hook import run_hook
+from lab.machines import Lab, Machine
+
+STATE_FILE = "model.json"
+LOCK_FILE = "model.lock"
+HOOK_ATTEMPTS = 4  # Juju retries a failed hook with backoff (2, 4, 8 s here), then gives up
+UPDATE_STATUS_INTERVAL = 5.0  # seconds between update-status rounds while not idle
+DEFAULT_TIMEOUT = 900.0
+TRANSIENT = ("maintenance", "waiting")
+
+# Internal steps that are not hooks: entering and leaving relation scope, the unit's end.
+ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
+
+HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
+
+
+class ModelError(Exception):
+    """A lab command cannot be carried out (the message says why and what to do)."""
+
+
+class NotSettledError(ModelError):
+    """The model kept changing until the time bound."""
+
+
+def unit_number(unit: str) -> int:
+    """``lxd/3`` -> 3."""
+    return int(unit.rsplit("/", 1)[1])
+
+
+def _event(name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+
+
+class Model:
+    """Applications, units, relations and secrets of one lab model, persisted under ``root``."""
+
+    def __init__(self, root: str, hook_runner: HookRunner = run_hook):
+        self.root = os.path.realpath(root)
+        self.path = os.path.join(self.root, STATE_FILE)
+        self.run_hook = hook_runner
+        self.changing: set[str] = set()  # units whose hooks changed something lately
+        with open(self.path) as f:
+            self.s: dict[str, Any] = json.load(f)
+        self.lab = Lab.open(self.root)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    @staticmethod
+    def exists(root: str) -> bool:
+        """Whether a model lives under ``root``."""
+        return os.path.exists(os.path.join(root, STATE_FILE))
+
+    @classmethod
+    def create(cls, root: str, hook_runner: HookRunner = run_hook) -> Model:
+        """A new, empty model (and lab) under ``root``."""
+        if cls.exists(root):
+            raise ModelError(f"a model already exists under {root}: 'lab destroy' it first")
+        os.makedirs(root, exist_ok=True)
+        os.chmod(root, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
+        Lab(root)
+        state = {
+            "applications": {},
+            "units": {},
+            "relations": {},
+            "secrets": {},
+            "next_relation_id": 0,
+            "hooks_run": 0,
+        }
+        with open(os.path.join(root, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        return cls(root, hook_runner)
+
+    def save(self) -> None:
+        """Write the model (atomically: a reader never sees half of it)."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.s, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def locked(root: str) -> Iterator[None]:
+        """Hold the model's lock: one command changes a model at a time."""
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, LOCK_FILE), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ModelError(f"another lab command is running on {root}") from None
+            yield
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    @property
+    def apps(self) -> dict[str, Any]:
+        """Application name -> record."""
+        return self.s["applications"]
+
+    @property
+    def units(self) -> dict[str, Any]:
+        """Unit name -> record."""
+        return self.s["units"]
+
+    @property
+    def relations(self) -> dict[str, Any]:
+        """Relation id (as a string) -> record."""
+        return self.s["relations"]
+
+    @property
+    def secrets(self) -> dict[str, Any]:
+        """Secret id -> record."""
+        return self.s["secrets"]
+
+    def unit(self, name: str) -> dict[str, Any]:
+        """The record of unit ``name`` (:class:`ModelError` naming the units if unknown)."""
+        if name not in self.units:
+            raise ModelError(f"no unit {name!r} (units: {', '.join(self.units) or 'none'})")
+        return self.units[name]
+
+    def app(self, name: str) -> dict[str, Any]:
+        """The record of application ``name`` (:class:`ModelError` if unknown)."""
+        if name not in self.apps:
+            raise ModelError(f"no application {name!r} (applications: {', '.join(self.apps)})")
+        return self.apps[name]
+
+    def machine_of(self, unit: str) -> Machine:
+        """The lab machine unit ``unit`` runs on."""
+        return self.lab.machine(self.unit(unit)["machine"])
+
+    def alive_units(self, app: str) -> list[str]:
+        """Units of ``app`` that are not being removed, by number."""
+        found = [n for n, u in self.units.items() if u["app"] == app and u["life"] == "alive"]
+        return sorted(found, key=unit_number)
+
+    def application(self, name: str) -> bundles.Application:
+        """Application ``name`` as :mod:`lab.bundle` describes it (charm metadata included)."""
+        record = self.app(name)
+        return bundles.charm_application(name, record["charm_dir"], record["options"])
+
+    # -- relation geometry -----------------------------------------------------------------
+
+    def _local_endpoint(self, rid: str, app: str) -> dict[str, Any]:
+        ends = self.relations[rid]["endpoints"]
+        return next(e for e in ends if e["app"] == app)
+
+    def _remote_app(self, rid: str, app: str) -> str:
+        ends = self.relations[rid]["endpoints"]
+        return next((e["app"] for e in ends if e["app"] != app), app)
+
+    def _visible(self, rid: str, a: str, b: str) -> bool:
+        """Whether units ``a`` and ``b`` (different units) see each other in relation ``rid``."""
+        relation = self.relations[rid]
+        ua, ub = self.units[a], self.units[b]
+        if self._remote_app(rid, ua["app"]) != ub["app"]:
+            return False
+        if relation["scope"] != "container" or len(relation["endpoints"]) == 1:
+            return True
+        return ua["principal"] == b or ub["principal"] == a
+
+    def _queue(self, unit: str, event: dict[str, Any], front: bool = False) -> None:
+        queue = self.units[unit]["queue"]
+        if event in queue and not event["name"].startswith("_"):
+            return  # Juju coalesces a hook that is already pending
+        if front:
+            queue.insert(0, event)
+        else:
+            queue.append(event)
+
+    # -- building the model ----------------------------------------------------------------
+
+    def add_application(self, app: bundles.Application) -> None:
+        """Record application ``app`` (no units yet), with its peer relations."""
+        if app.name in self.apps:
+            raise ModelError(f"application {app.name!r} already exists")
+        meta = app.metadata
+        endpoints = {
+            name: {"role": role, "interface": spec["interface"], "scope": spec.get("scope")}
+            for role in bundles.ENDPOINT_ROLES
+            for name, spec in (meta.get(role) or {}).items()
+        }
+        self.apps[app.name] = {
+            "charm": meta.get("name", app.charm_dir.name),
+            "charm_dir": str(app.charm_dir),
+            "subordinate": app.subordinate,
+            "options": dict(app.options),
+            "config": app.config(),
+            "endpoints": endpoints,
+            "bindings": sorted([*endpoints, *(meta.get("extra-bindings") or {})]),
+            "actions": meta.get("actions") or {},
+            "leader": None,
+            "next_unit": 0,
+            "status": ["unknown", ""],
+        }
+        for name, spec in endpoints.items():
+            if spec["role"] == "peers":
+                self._add_relation([(app.name, name)], spec["interface"], "global")
+
+    def _add_relation(self, ends: list[tuple[str, str]], interface: str, scope: str) -> str:
+        rid = str(self.s["next_relation_id"])
+        self.s["next_relation_id"] += 1
+        self.relations[rid] = {
+            "endpoints": [{"app": a, "endpoint": e} for a, e in ends],
+            "interface": interface,
+            "scope": scope,
+            "app_data": {a: {} for a, _ in ends},
+            "members": [],
+        }
+        return rid
+
+    def relate(self, relation: bundles.Relation) -> str:
+        """Add ``relation``; units already running get ``relation-created`` and join it."""
+        pair = {
+            (relation.a.application, relation.a.name),
+            (relation.b.application, relation.b.name),
+        }
+        for record in self.relations.values():
+            if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
+                raise ModelError(f"relation {relation.a} - {relation.b} already exists")
+        ends = [
+            (relation.a.application, relation.a.name),
+            (relation.b.application, relation.b.name),
+        ]
+        rid = self._add_relation(ends, relation.interface, relation.scope)
+        for name, unit in list(self.units.items()):
+            if unit["app"] in (relation.a.application, relation.b.application):
+                if unit["life"] == "alive" and unit["started"]:
+                    self._queue(name, _event("relation_created", relation=rid))
+                    self._queue(name, _event(ENTER, relation=rid))
+        return rid
+
+    def _app_relations(self, app: str) -> list[str]:
+        return [
+            rid
+            for rid, r in self.relations.items()
+            if any(e["app"] == app for e in r["endpoints"])
+        ]
+
+    def add_unit(self, app: str, machine: str | None = None, principal: str | None = None) -> str:
+        """A new unit of ``app``: on a new machine, or on ``machine`` (a subordinate).
+
+        Its lifecycle hooks are queued in Juju's order; it becomes leader if the
+        application has none.
+        """
+        record = self.app(app)
+        name = f"{app}/{record['next_unit']}"
+        record["next_unit"] += 1
+        if machine is None:
+            machine = self._new_machine()
+        self.units[name] = {
+            "app": app,
+            "machine": machine,
+            "principal": principal,
+            "life": "alive",
+            "started": False,
+            "status": ["waiting", "agent initialising"],
+            "agent": "allocating",
+            "error": None,
+            "ports": [],
+            "queue": [],
+            "attempts": 0,
+            "retry_at": 0.0,
+            "relations": [],  # relation ids the unit takes part in (relation-created ran)
+            "seen": {},  # relation id -> remote units it has seen join
+            "data": {},  # relation id -> its unit databag
+            "address": self.lab.machine(machine).address,
+        }
+        self._queue(name, _event("install"))
+        for rid in self._app_relations(app):
+            self._queue(name, _event("relation_created", relation=rid))
+        if record["leader"] is None:
+            record["leader"] = name
+            self._queue(name, _event("leader_elected"))
+        for step in ("config_changed", "start"):
+            self._queue(name, _event(step))
+        for rid in self._app_relations(app):
+            self._queue(name, _event(ENTER, relation=rid))
+        return name
+
+    def _new_machine(self) -> str:
+        taken = {m.name for m in self.lab.machines()}
+        number = self.s.get("next_machine", 0)
+        while str(number) in taken:
+            number += 1
+        self.s["next_machine"] = number + 1
+        self.save()  # the machine is recorded by the lab: keep the model in step
+        return self.lab.create_machine(str(number)).name
+
+    def deploy(self, bundle: bundles.Bundle) -> None:
+        """Record every application, relation and unit of ``bundle``; hooks are queued."""
+        for app in bundle.applications.values():
+            self.add_application(app)
+        for relation in bundle.relations:
+            self.relate(relation)
+        for app in bundle.applications.values():
+            for _ in range(app.num_units):
+                self.add_unit(app.name)
+        self.save()
+
+    def remove_unit(self, name: str) -> None:
+        """Start removing unit ``name`` (a principal) and its subordinates."""
+        unit = self.unit(name)
+        if unit["principal"] is not None:
+            raise ModelError(
+                f"{name} is a subordinate: remove its principal {unit['principal']} "
+                "(or the relation) instead"
+            )
+        if unit["life"] != "alive":
+            raise ModelError(f"{name} is already being removed")
+        for sub, record in self.units.items():
+            if record["principal"] == name:
+                self._start_leaving(sub)
+        self._start_leaving(name)
+        self.save()
+
+    def _start_leaving(self, name: str) -> None:
+        unit = self.units[name]
+        unit["life"] = "dying"
+        unit["queue"] = [e for e in unit["queue"] if e["name"] == "install"]
+        for rid in unit["relations"]:
+            self._queue(name, _event(LEAVE, relation=rid))
+        for rid in unit["relations"]:
+            self._queue(name, _event("relation_broken", relation=rid))
+        for step in ("stop", "remove", GONE):
+            self._queue(name, _event(step))
+
+    def set_config(self, app: str, values: Mapping[str, Any]) -> None:
+        """Change ``app``'s options (validated like a bundle's); ``config-changed`` everywhere."""
+        record = self.app(app)
+        options = {**record["options"], **values}
+        checked = bundles.charm_application(app, record["charm_dir"], options)
+        record["options"] = dict(checked.options)
+        record["config"] = checked.config()
+        for name in self.alive_units(app):
+            self._queue(name, _event("config_changed"))
+        self.save()
+
+    def resolved(self, name: str) -> None:
+        """Retry unit ``name``'s failed hook (``juju resolved``)."""
+        unit = self.unit(name)
+        if unit["agent"] != "error":
+            raise ModelError(f"{name} is not in error")
+        unit["attempts"], unit["retry_at"], unit["agent"] = 0, 0.0, "idle"
+        self.save()
+
+    # -- hook requests ---------------------------------------------------------------------
+
+    def _relation_request(self, name: str, rid: str) -> dict[str, Any]:
+        unit = self.units[name]
+        relation = self.relations[rid]
+        local = self._local_endpoint(rid, unit["app"])
+        remote_app = self._remote_app(rid, unit["app"])
+        peer = len(relation["endpoints"]) == 1
+        scope = self.apps[unit["app"]]["endpoints"][local["endpoint"]]["scope"]
+        kind = "peer" if peer else ("subordinate" if scope == "container" else "regular")
+        return {
+            "kind": kind,
+            "endpoint": local["endpoint"],
+            "id": int(rid),
+            "interface": relation["interface"],
+            "remote_app": remote_app,
+            "local_app_data": relation["app_data"][unit["app"]],
+            "local_unit_data": unit["data"].get(rid, {}),
+            "remote_app_data": relation["app_data"][remote_app],
+            "remote_units": {
+                str(unit_number(v)): self.units[v]["data"].get(rid, {})
+                for v in unit["seen"].get(rid, [])
+                if v in self.units
+            },
+        }
+
+    def _secret_request(self, name: str, sid: str) -> dict[str, Any] | None:
+        secret = self.secrets[sid]
+        unit = self.units[name]
+        latest = secret["revision"]
+        base = {"id": sid, "latest": secret["contents"][str(latest)], "latest_revision": latest}
+        owner = "unit" if secret["owner"] == name else None
+        if secret["owner"] == unit["app"]:
+            owner = "app"
+        if owner is not None:
+            grants = {rid: names for rid, names in secret["grants"].items()}
+            return {
+                **base,
+                "owner": owner,
+                "label": secret["label"],
+                "tracked": base["latest"],
+                "tracked_revision": latest,
+                "grants": grants,
+            }
+        granted = {n for names in secret["grants"].values() for n in names}
+        if name not in granted and unit["app"] not in granted:
+            return None
+        seen = secret["observers"].get(name, {"revision": latest, "label": None})
+        return {
+            **base,
+            "label": seen["label"],
+            "tracked": secret["contents"][str(seen["revision"])],
+            "tracked_revision": seen["revision"],
+        }
+
+    def request(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        """What unit ``name``'s hook for ``event`` is given (see :mod:`lab.hook`)."""
+        unit = self.units[name]
+        app = self.apps[unit["app"]]
+        hook_event = dict(event)
+        if "departing_unit" in hook_event:
+            hook_event["departing_unit_name"] = hook_event["departing_unit"]
+        for key in ("remote_unit", "departing_unit"):
+            if key in hook_event:
+                hook_event[key] = unit_number(hook_event[key])
+        if "relation" in hook_event:
+            hook_event["relation_id"] = int(hook_event.pop("relation"))
+        secrets = [self._secret_request(name, sid) for sid in self.secrets]
+        # ops.testing refuses a network for an endpoint the charm declares container-scoped
+        # (every hook of a subordinate would fail); it has no network-get for those anyway.
+        endpoints = app["endpoints"]
+        bindings = [
+            b for b in app["bindings"] if (endpoints.get(b) or {}).get("scope") != "container"
+        ]
+        return {
+            "charm_dir": app["charm_dir"],
+            "app": unit["app"],
+            "unit_id": unit_number(name),
+            "machine": unit["machine"],
+            "principal": unit["principal"],
+            "leader": app["leader"] == name,
+            "config": app["config"],
+            "bindings": {binding: unit["address"] for binding in bindings},
+            "relations": [self._relation_request(name, rid) for rid in unit["relations"]],
+            "secrets": [s for s in secrets if s is not None],
+            "planned_units": len(self.alive_units(unit["app"])),
+            "event": hook_event,
+        }
+
+    # -- applying a hook's result ------------------------------------------------------------
+
+    def _apply_relation(self, name: str, rid: str, out: Mapping[str, Any]) -> bool:
+        unit = self.units[name]
+        relation = self.relations[rid]
+        changed = False
+        data = out["local_unit_data"]
+        if data != unit["data"].get(rid, {}):
+            unit["data"][rid] = data
+            changed = True
+            for other, record in self.units.items():
+                if name in record["seen"].get(rid, []):
+                    self._queue(other, _event("relation_changed", relation=rid, remote_unit=name))
+        app_data = out.get("local_app_data")
+        if app_data is not None and app_data != relation["app_data"][unit["app"]]:
+            relation["app_data"][unit["app"]] = app_data
+            changed = True
+            for other in relation["members"]:
+                if other != name and self._visible(rid, name, other):
+                    self._queue(other, _event("relation_changed", relation=rid))
+        return changed
+
+    def _apply_owned_secret(self, name: str, out: Mapping[str, Any]) -> bool:
+        unit = self.units[name]
+        owner = name if out["owner"] == "unit" else unit["app"]
+        sid = out["id"]
+        secret = self.secrets.get(sid)
+        if secret is None:
+            self.secrets[sid] = {
+                "owner": owner,
+                "revision": 1,
+                "contents": {"1": out["latest"]},
+                "label": out["label"],
+                "grants": out["grants"],
+                "observers": {},
+            }
+            return True
+        before = json.dumps(secret, sort_keys=True)
+        if out["latest"] != secret["contents"][str(secret["revision"])]:
+            secret["revision"] += 1
+            secret["contents"][str(secret["revision"])] = out["latest"]
+            for observer, seen in secret["observers"].items():
+                if observer in self.units and seen["revision"] < secret["revision"]:
+                    self._queue(observer, _event("secret_changed", secret_id=sid))
+        secret["label"], secret["grants"] = out["label"], out["grants"]
+        return json.dumps(secret, sort_keys=True) != before
+
+    def _apply_secrets(self, name: str, request: Mapping[str, Any], result: Mapping[str, Any]):
+        unit = self.units[name]
+        leader = self.apps[unit["app"]]["leader"] == name
+        changed = False
+        returned = {s["id"]: s for s in result.get("secrets", [])}
+        for given in request["secrets"]:
+            manages = given.get("owner") == "unit" or (given.get("owner") == "app" and leader)
+            if manages and given["id"] not in returned:
+                del self.secrets[given["id"]]  # the owner removed it
+                changed = True
+        for sid, out in returned.items():
+            if out["owner"] == "unit" or (out["owner"] == "app" and leader):
+                changed |= self._apply_owned_secret(name, out)
+            elif out["owner"] is None and sid in self.secrets:
+                secret = self.secrets[sid]
+                tracked = next(
+                    rev
+                    for rev, content in sorted(
+                        secret["contents"].items(), key=lambda kv: -int(kv[0])
+                    )
+                    if content == out["tracked"]
+                )
+                seen = {"revision": int(tracked), "label": out["label"]}
+                changed |= secret["observers"].get(name) != seen
+                secret["observers"][name] = seen
+        return changed
+
+    def apply(self, name: str, request: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+        """Keep what Juju keeps of a successful hook; queue the hooks it causes.
+
+        Returns:
+            Whether anything changed (databags, secrets, statuses, ports).
+        """
+        unit = self.units[name]
+        app = self.apps[unit["app"]]
+        changed = False
+        for rid, out in result["relations"].items():
+            if rid in self.relations:
+                changed |= self._apply_relation(name, rid, out)
+        changed |= self._apply_secrets(name, request, result)
+        status = list(result["unit_status"])
+        if status != unit["status"] or result["opened_ports"] != unit["ports"]:
+            unit["status"], unit["ports"] = status, result["opened_ports"]
+            changed = True
+        if result.get("app_status") and list(result["app_status"]) != app["status"]:
+            app["status"] = list(result["app_status"])
+            changed = True
+        return changed
+
+    # -- internal steps -------------------------------------------------------------------
+
+    def _enter(self, name: str, rid: str) -> None:
+        """Unit ``name`` enters relation ``rid``'s scope.
+
+        It and every unit in scope that it sees get ``relation-joined`` and
+        ``relation-changed`` for each other.
+        """
+        relation = self.relations[rid]
+        if name in relation["members"]:
+            return
+        for other in relation["members"]:
+            if self._visible(rid, name, other):
+                for a, b in ((name, other), (other, name)):
+                    self._queue(a, _event("relation_joined", relation=rid, remote_unit=b))
+                    self._queue(a, _event("relation_changed", relation=rid, remote_unit=b))
+        relation["members"].append(name)
+        self._add_subordinates(name, rid)
+
+    def _add_subordinates(self, name: str, rid: str) -> None:
+        """A principal entering a container-scoped relation gets its subordinate unit."""
+        relation = self.relations[rid]
+        unit = self.units[name]
+        sub_app = self._remote_app(rid, unit["app"])
+        if relation["scope"] != "container" or unit["principal"] is not None:
+            return
+        if not self.apps[sub_app]["subordinate"] or unit["life"] != "alive":
+            return
+        if not any(u["principal"] == name and u["app"] == sub_app for u in self.units.values()):
+            self.add_unit(sub_app, machine=unit["machine"], principal=name)
+
+    def _leave(self, name: str, rid: str) -> None:
+        """Unit ``name`` leaves relation ``rid``'s scope: departed hooks on both sides.
+
+        It gets ``relation-departed`` for every unit it has seen join and not seen depart
+        (in scope or not); every unit in scope that has seen it gets one for it, ahead of its
+        own teardown when it is dying too (its queue ends with its removal).
+        """
+        relation = self.relations[rid]
+        if name in relation["members"]:
+            relation["members"].remove(name)
+        for other in relation["members"]:
+            if name in self.units[other]["seen"].get(rid, []):
+                event = _event(
+                    "relation_departed", relation=rid, remote_unit=name, departing_unit=name
+                )
+                self._queue(other, event, front=self.units[other]["life"] != "alive")
+        departing = [
+            _event("relation_departed", relation=rid, remote_unit=other, departing_unit=name)
+            for other in self.units[name]["seen"].get(rid, [])
+        ]
+        for event in reversed(departing):
+            self._queue(name, event, front=True)
+
+    def _gone(self, name: str) -> bool:
+        """Unit ``name`` has run ``remove``: forget it, wipe its machine, elect a new leader.
+
+        Returns:
+            False while the unit's subordinates are still there (it waits for them).
+        """
+        if any(u["principal"] == name for u in self.units.values()):
+            return False
+        unit = self.units.pop(name)
+        for relation in self.relations.values():
+            if name in relation["members"]:
+                relation["members"].remove(name)
+        for sid in [s for s, record in self.secrets.items() if record["owner"] == name]:
+            del self.secrets[sid]
+        for secret in self.secrets.values():
+            secret["observers"].pop(name, None)
+        if not any(u["machine"] == unit["machine"] for u in self.units.values()):
+            self.save()
+            left = self.lab.destroy_machine(unit["machine"])
+            if left:
+                raise ModelError(f"machine {unit['machine']} could not be wiped: {left}")
+        app = self.apps[unit["app"]]
+        if app["leader"] == name:
+            alive = self.alive_units(unit["app"])
+            app["leader"] = alive[0] if alive else None
+            if alive:
+                self._queue(alive[0], _event("leader_elected"))
+        return True
+
+    def _internal(self, name: str, event: Mapping[str, Any]) -> bool:
+        """Carry out an internal step; False when it has to wait."""
+        if event["name"] == ENTER:
+            self._enter(name, event["relation"])
+        elif event["name"] == LEAVE:
+            self._leave(name, event["relation"])
+        else:
+            return self._gone(name)
+        return True
+
+    def _skip(self, name: str, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` no longer applies (a remote unit left before it could run)."""
+        rid = event.get("relation")
+        if rid is None:
+            return False
+        if rid not in self.relations:
+            return True
+        members = self.relations[rid]["members"]
+        remote = event.get("remote_unit")
+        if remote is None:  # an application databag changed
+            return event["name"] == "relation_changed" and name not in members
+        seen = self.units[name]["seen"].get(rid, [])
+        if event["name"] == "relation_joined":
+            return remote not in members or remote in seen
+        return remote not in seen
+
+    def _before_hook(self, name: str, event: Mapping[str, Any]) -> None:
+        """What Juju changes as the hook starts (``relation-list`` and relation membership)."""
+        unit = self.units[name]
+        rid = event.get("relation")
+        if event["name"] == "relation_created" and rid not in unit["relations"]:
+            unit["relations"].append(rid)
+            address = unit["address"]  # what Juju puts in every unit databag
+            unit["data"].setdefault(
+                rid,
+                {
+                    "ingress-address": address,
+                    "private-address": address,
+                    "egress-subnets": f"{address}/32",
+                },
+            )
+        elif event["name"] == "relation_joined":
+            unit["seen"].setdefault(rid, []).append(event["remote_unit"])
+        elif event["name"] == "relation_departed":
+            unit["seen"][rid].remove(event["remote_unit"])
+
+    def _after_hook(self, name: str, event: Mapping[str, Any]) -> None:
+        unit = self.units[name]
+        if event["name"] == "relation_broken":
+            unit["relations"].remove(event["relation"])
+            unit["data"].pop(event["relation"], None)
+            unit["seen"].pop(event["relation"], None)
+        elif event["name"] == "start":
+            unit["started"] = True
+
+    # -- running -------------------------------------------------------------------------
+
+    def _hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Run ``event`` on unit ``name``; the hook's result (``error`` when it failed)."""
+        request = self.request(name, event)
+        unit = self.units[name]
+        unit["agent"] = "executing"
+        self.save()
+        result = self.run_hook(self.lab.machine(unit["machine"]), request)
+        self.s["hooks_run"] += 1
+        self._log(name, event, result)
+        if "error" in result:
+            return result
+        result["changed"] = self.apply(name, request, result)
+        return result
+
+    def _log(self, name: str, event: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """Append the hook and what the charm logged to ``logs/unit-<app>-<n>.log``."""
+        what = event.get("action") or event["name"].replace("_", "-")
+        detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("name", "params"))
+        outcome = "failed" if ("error" in result or "action_failed" in result) else "ok"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        lines = [f"{stamp} {what} ({detail}) {outcome}", *result.get("log", [])]
+        if "error" in result:
+            lines.append(result["error"])
+        os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
+        path = os.path.join(self.root, "logs", f"unit-{name.replace('/', '-')}.log")
+        with open(path, "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def step(self, name: str) -> str:
+        """Run the first queued hook (or internal step) of unit ``name``.
+
+        Returns:
+            ``changed`` or ``unchanged`` (the hook ran and changed something or not),
+            ``failed``, ``skipped`` (it no longer applied, or was an internal step) or
+            ``waiting`` (the unit waits for its subordinates to go).
+        """
+        unit = self.units[name]
+        event = unit["queue"][0]
+        if event["name"].startswith("_"):
+            unit["queue"].pop(0)
+            if not self._internal(name, event):
+                unit["queue"].insert(0, event)
+                return "waiting"
+            self.save()
+            return "skipped"
+        if self._skip(name, event):
+            unit["queue"].pop(0)
+            return "skipped"
+        snapshot = json.dumps(self.s)
+        self._before_hook(name, event)
+        result = self._hook(name, event)
+        if "error" in result:
+            self.s = json.loads(snapshot)  # a failed hook changes nothing
+            self._failed(name, event, result["error"])
+            outcome = "failed"
+        else:
+            unit["queue"].pop(0)
+            self._after_hook(name, event)
+            unit.update(agent="idle", attempts=0, error=None)
+            outcome = "changed" if result["changed"] else "unchanged"
+        if outcome != "unchanged":
+            self.changing.add(name)
+        self.save()
+        return outcome
+
+    def _failed(self, name: str, event: Mapping[str, Any], error: str) -> None:
+        unit = self.units[name]
+        hook = event["name"].replace("_", "-")
+        unit["attempts"] += 1
+        unit["agent"] = "error"
+        unit["error"] = f'hook failed: "{hook}": {error.strip().splitlines()[-1]}'
+        unit["error_detail"] = error
+        unit["retry_at"] = time.time() + 2.0 ** unit["attempts"]
+        self.s["hooks_run"] += 1
+
+    @staticmethod
+    def _retrying(unit: Mapping[str, Any]) -> bool:
+        return (
+            unit["agent"] == "error" and bool(unit["queue"]) and unit["attempts"] < HOOK_ATTEMPTS
+        )
+
+    def _runnable(self) -> list[str]:
+        now = time.time()
+        return [
+            name
+            for name, unit in self.units.items()
+            if unit["queue"]
+            and (unit["agent"] != "error" or self._retrying(unit))
+            and unit["retry_at"] <= now
+        ]
+
+    def _run_queued(self, deadline: float) -> None:
+        """Run queued hooks, one unit after the other in turn, until none can run."""
+        while time.monotonic() < deadline:
+            progressed = False
+            for name in self._runnable():
+                if name in self.units and self.units[name]["queue"]:
+                    progressed |= self.step(name) != "waiting"
+            if progressed:
+                continue
+            retry = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
+            if not retry:
+                return
+            time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
+
+    def _update_status_round(self) -> bool:
+        """``update-status`` on every started, living, idle unit; whether anything changed."""
+        changed = False
+        for name in list(self.units):
+            unit = self.units.get(name)
+            if not unit or not unit["started"] or unit["life"] != "alive" or unit["queue"]:
+                continue
+            unit["queue"].append(_event("update_status"))
+            outcome = self.step(name)
+            changed |= outcome in ("changed", "failed")
+            if outcome == "failed":  # update-status is not retried: the timer comes back
+                self.units[name]["queue"].pop(0)
+                self.save()
+        return changed
+
+    def _busy(self) -> list[str]:
+        """Units that still have something to do (hooks to run or retry, transient status)."""
+        return [
+            name
+            for name, unit in self.units.items()
+            if self._retrying(unit)
+            or (unit["queue"] and unit["agent"] != "error")
+            or (unit["life"] == "alive" and unit["status"][0] in TRANSIENT)
+        ]
+
+    def unsettled(self) -> list[str]:
+        """The units still changing, each with why (for the bound's error)."""
+        lines = []
+        for name, unit in self.units.items():
+            why = []
+            if unit["queue"]:
+                why.append(f"{len(unit['queue'])} hook(s) queued, next {unit['queue'][0]['name']}")
+            if unit["status"][0] in TRANSIENT:
+                why.append(f"{unit['status'][0]}: {unit['status'][1]}")
+            if name in self.changing:
+                why.append("its last update-status changed the model")
+            if why:
+                lines.append(f"{name} ({'; '.join(why)})")
+        return lines
+
+    def stuck(self) -> list[str]:
+        """Units in error whose failed hook used up its retries, each with the error."""
+        return [
+            f"{name}: {unit['error']}"
+            for name, unit in self.units.items()
+            if unit["agent"] == "error" and not self._retrying(unit)
+        ]
+
+    def settle(
+        self, timeout: float = DEFAULT_TIMEOUT, interval: float = UPDATE_STATUS_INTERVAL
+    ) -> list[str]:
+        """Run hooks until the model is idle.
+
+        Idle: an ``update-status`` round changes nothing and no unit has hooks to run or a
+        ``maintenance``/``waiting`` status.
+
+        Returns:
+            The units left in error (their failed hook used up its retries), as :meth:`stuck`.
+
+        Raises:
+            NotSettledError: still changing after ``timeout`` seconds; names the units.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._run_queued(deadline)
+            started = time.monotonic()
+            self.changing = set()
+            if not self._update_status_round() and not self._busy():
+                return self.stuck()
+            if time.monotonic() >= deadline:
+                raise NotSettledError(
+                    f"the model did not settle within {timeout:.0f} s "
+                    f"({self.s['hooks_run']} hooks run); still changing: "
+                    + (", ".join(self.unsettled()) or "?")
+                )
+            time.sleep(max(0.0, min(interval - (time.monotonic() - started), 10.0)))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def run_action(self, name: str, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Run ``action`` on unit ``name`` now; ``{"results": …}`` or ``{"failed": message}``."""
+        unit = self.unit(name)
+        app = self.apps[unit["app"]]
+        if action not in app["actions"]:
+            known = ", ".join(app["actions"]) or "none"
+            raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
+        event = _event("action", action=action, params=dict(params))
+        request = self.request(name, event)
+        result = self.run_hook(self.lab.machine(unit["machine"]), request)
+        self.s["hooks_run"] += 1
+        self._log(name, event, result)
+        if "action_failed" in result:
+            self.save()
+            return {"failed": result["action_failed"]}
+        if "error" in result:
+            self.save()
+            return {"failed": f"the action's hook failed:\n{result['error']}"}
+        self.apply(name, request, result)
+        self.save()
+        return {"results": result.get("action_results") or {}}
+
+    # -- status --------------------------------------------------------------------------
+
+    def _unit_status(self, name: str) -> dict[str, Any]:
+        unit = self.units[name]
+        app = self.apps[unit["app"]]
+        agent = {"current": unit["agent"]}
+        if unit["error"]:
+            agent["message"] = unit["error"]
+        if unit["life"] != "alive":
+            agent["life"] = unit["life"]
+        found: dict[str, Any] = {
+            "workload-status": {"current": unit["status"][0], "message": unit["status"][1]},
+            "juju-status": agent,
+            "leader": app["leader"] == name,
+            "machine": unit["machine"],
+            "public-address": unit["address"],
+            "addresses": {binding: unit["address"] for binding in app["bindings"]},
+            "open-ports": [f"{port}/tcp" for port in unit["ports"]],
+        }
+        subordinates = {
+            sub: self._unit_status(sub)
+            for sub in sorted(self.units, key=lambda n: (self.units[n]["app"], unit_number(n)))
+            if self.units[sub]["principal"] == name
+        }
+        if subordinates:
+            found["subordinates"] = subordinates
+        return found
+
+    def _app_relations_status(self, app: str) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for rid in self._app_relations(app):
+            local = self._local_endpoint(rid, app)["endpoint"]
+            found.setdefault(local, []).append(self._remote_app(rid, app))
+        return found
+
+    def status(self) -> dict[str, Any]:
+        """The model as ``juju status --format json`` shapes it (the fields the lab has)."""
+        apps = {}
+        for name, app in self.apps.items():
+            principals = sorted(
+                (n for n, u in self.units.items() if u["app"] == name and not u["principal"]),
+                key=unit_number,
+            )
+            entry: dict[str, Any] = {
+                "charm": app["charm"],
+                "charm-path": app["charm_dir"],
+                "application-status": {"current": app["status"][0], "message": app["status"][1]},
+                "relations": self._app_relations_status(name),
+            }
+            if app["subordinate"]:
+                entry["subordinate-to"] = sorted(
+                    {
+                        self.units[u["principal"]]["app"]
+                        for u in self.units.values()
+                        if u["app"] == name and u["principal"] in self.units
+                    }
+                )
+            else:
+                entry["units"] = {unit: self._unit_status(unit) for unit in principals}
+            apps[name] = entry
+        machines = {
+            m.name: {
+                "juju-status": {"current": "started"},
+                "dns-name": m.address,
+                "ip-addresses": [m.address],
+                "network-namespace": m.netns,
+            }
+            for m in self.lab.machines()
+        }
+        return {
+            "model": {"name": "lab", "type": "lab", "hooks-run": self.s["hooks_run"]},
+            "machines": machines,
+            "applications": apps,
+        }

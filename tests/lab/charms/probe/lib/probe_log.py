@@ -1,0 +1,33 @@
+"""What both probe charms share: every hook observed and logged to the machine's probe.log."""
+
+from __future__ import annotations
+
+import os
+
+import ops
+
+LOG = "/var/lib/juju/probe.log"
+
+
+def log_hook(unit: ops.Unit, event: ops.EventBase) -> None:
+    """Append ``<unit> <hook> [remote=<unit>] [departing=<unit>]`` to :data:`LOG`."""
+    words = [unit.name, event.handle.kind.replace("_", "-")]
+    if isinstance(event, ops.RelationEvent) and event.unit is not None:
+        words.append(f"remote={event.unit.name}")
+    if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit is not None:
+        words.append(f"departing={event.departing_unit.name}")
+    os.makedirs(os.path.dirname(LOG), exist_ok=True)
+    with open(LOG, "a") as f:
+        f.write(" ".join(words) + "\n")
+
+
+def hook_events(charm: ops.CharmBase) -> list[ops.BoundEvent]:
+    """Every lifecycle, relation and secret-changed event of ``charm``."""
+    on = charm.on
+    events = [on.install, on.leader_elected, on.config_changed, on.start, on.update_status]
+    events += [on.stop, on.remove, on.secret_changed]
+    for endpoint in charm.meta.relations:
+        rel = on[endpoint]
+        events += [rel.relation_created, rel.relation_joined, rel.relation_changed]
+        events += [rel.relation_departed, rel.relation_broken]
+    return events

@@ -1,0 +1,293 @@
+"""The product's bundle deployed by the ``lab`` command, with the real lxd charm and real LXD.
+
+One deployment for the module, driven only through the ``lab`` command as an operator would:
+``bundles/lxd-cluster.yaml`` (with the lab overlay) → 3 active units and 3 ONLINE members;
+``add-unit`` → 4; ``remove-unit`` of a non-leader whose member runs a container → 3 members,
+the container running on another member, the removed member's certificate refused (403);
+``remove-unit`` of the Juju leader → another leader, the cluster still serving;
+``remove-unit`` of the unit whose member holds the only database copy → its hook fails on
+purpose and nothing is removed; ``destroy`` → no process, namespace or mount left. Invalid
+bundles start nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import hosts, machines, procs
+from lab.hook import REPO
+from lab.machines import Lab
+from lab.model import Model
+
+pytestmark = pytest.mark.ordered_steps
+
+BUNDLE = os.path.join(REPO, "bundles", "lxd-cluster.yaml")
+OVERLAY = os.path.join(REPO, "bundles", "overlays", "lab.yaml")
+TIMEOUT = "600"
+
+
+def lab(root: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``lab --root ROOT ARGS`` as an operator would; fail with its output if ``check``."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    done = subprocess.run(  # noqa: S603 - this interpreter, the lab command
+        [sys.executable, "-m", "lab", "--root", root, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        pytest.fail(f"lab {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def status(root: str) -> dict:
+    return json.loads(lab(root, "status", "--format", "json").stdout)
+
+
+def units(root: str) -> dict[str, dict]:
+    return status(root)["applications"]["lxd"]["units"]
+
+
+def leader(root: str) -> str:
+    (name,) = [name for name, unit in units(root).items() if unit["leader"]]
+    return name
+
+
+def members(root: str, unit: str) -> dict[str, str]:
+    """Member name -> state, as ``lxc cluster list`` shows it inside ``unit``'s machine."""
+    listing = lab(root, "exec", unit, "--", "lxc", "cluster", "list", "-f", "csv").stdout
+    return {line.split(",")[0]: line.split(",")[-2] for line in listing.splitlines()}
+
+
+def instances(root: str, unit: str) -> dict[str, tuple[str, str]]:
+    """Instance name -> (member, state) inside ``unit``'s machine."""
+    listing = lab(root, "exec", unit, "--", "lxc", "list", "-c", "nLs", "-f", "csv").stdout
+    return {
+        n: (where, state) for n, where, state in (ln.split(",") for ln in listing.splitlines())
+    }
+
+
+# Run inside a machine (the lab network is not routed to the host): the HTTPS status a
+# client certificate gets from a member.
+_HTTPS_STATUS = """
+import sys, warnings, requests
+warnings.simplefilter("ignore")
+url, cert, key = sys.argv[1:]
+print(requests.get(url, cert=(cert, key), verify=False, timeout=30).status_code)
+"""
+
+
+def https_status(root: str, unit: str, address: str, cert: str, key: str) -> int:
+    url = f"https://{address}:8443/1.0/instances"
+    code = [sys.executable, "-c", _HTTPS_STATUS, url, cert, key]
+    out = lab(root, "exec", unit, "--", *code).stdout
+    return int(out.strip())
+
+
+def netns_names() -> set[str]:
+    out = subprocess.run(["/usr/sbin/ip", "netns", "list"], capture_output=True, text=True)  # noqa: S603
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[str]:
+    reason = machines.unavailable_reason() or hosts.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    parent = tempfile.mkdtemp(prefix="lab-deploy-")
+    os.chmod(parent, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
+    path = os.path.join(parent, "model")
+    try:
+        yield path
+    finally:
+        lab(path, "destroy", check=False)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+# -- steps -------------------------------------------------------------------------------
+
+
+def bad_bundle(tmp: Path, text: str) -> str:
+    path = tmp / "bundle.yaml"
+    path.write_text(text.replace("CHARM", os.path.join(REPO, "charms", "lxd")))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            "applications:\n  lxd:\n    charm: ./no-such-charm\n    num_units: 3\n",
+            "applications.lxd.charm: charm directory './no-such-charm'",
+        ),
+        (
+            "applications:\n  lxd:\n    charm: CHARM\n    num_units: 3\n"
+            "    options: {api-port: 99999}\n",
+            "applications.lxd.options.api-port",
+        ),
+        (
+            "applications:\n  lxd:\n    charm: CHARM\n    num_units: 3\n    to: ['0']\n",
+            "applications.lxd.to: unsupported key 'to'",
+        ),
+    ],
+    ids=["missing-charm-path", "invalid-option-value", "unknown-key"],
+)
+def test_bad_bundle_is_refused_and_nothing_starts(tmp_path: Path, text: str, named: str):
+    root = str(tmp_path / "model")
+    before = netns_names()
+
+    done = lab(root, "deploy", bad_bundle(tmp_path, text), check=False)
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr
+    assert not os.path.exists(root)  # no model, no machine
+    assert netns_names() == before
+
+
+def test_deploy_forms_a_three_member_cluster(root: str):
+    lab(root, "deploy", BUNDLE, "--overlay", OVERLAY, "--timeout", TIMEOUT)
+
+    found = units(root)
+    assert sorted(found) == ["lxd/0", "lxd/1", "lxd/2"]
+    for name, unit in found.items():
+        assert unit["workload-status"]["current"] == "active", (name, unit)
+        assert unit["workload-status"]["message"].endswith("(3 members)"), (name, unit)
+        assert unit["public-address"].startswith("198.18.0.")
+        assert unit["open-ports"] == ["8443/tcp"]
+    assert sum(unit["leader"] for unit in found.values()) == 1
+    assert members(root, "lxd/0") == {"lxd-0": "ONLINE", "lxd-1": "ONLINE", "lxd-2": "ONLINE"}
+    # the join tokens travelled in secrets, all removed once used; none in any databag
+    with open(os.path.join(root, "model.json")) as f:
+        model = json.load(f)
+    assert model["secrets"] == {}
+    databags = json.dumps([r["app_data"] for r in model["relations"].values()])
+    databags += json.dumps([u["data"] for u in model["units"].values()])
+    assert "PRIVATE KEY" not in databags and "token" not in databags.replace("join-tokens", "")
+    # each machine is its own server: its own LXD on its own address
+    for name, unit in found.items():
+        listing = lab(root, "exec", name, "--", "lxc", "config", "get", "cluster.https_address")
+        assert listing.stdout.strip() == f"{unit['public-address']}:8443"
+
+
+def test_add_unit_joins_a_fourth_member(root: str):
+    lab(root, "add-unit", "lxd", "--no-wait")
+    # Step the model hook by hook until the issuer hands lxd/3 its join token
+    model = Model(root)
+    while not model.secrets and any(unit["queue"] for unit in model.units.values()):
+        for name in [n for n, unit in model.units.items() if unit["queue"]]:
+            model.step(name)
+    (token,) = model.secrets.values()
+    # the token is in a secret the issuer owns, granted to the joiner only, in no databag
+    assert token["owner"] == model.s["applications"]["lxd"]["leader"]
+    assert [unit for names in token["grants"].values() for unit in names] == ["lxd/3"]
+    content = token["contents"][str(token["revision"])]["token"]
+    assert content not in json.dumps(model.s["relations"]) + json.dumps(model.s["units"])
+
+    lab(root, "wait", "--timeout", TIMEOUT)
+
+    assert units(root)["lxd/3"]["workload-status"]["current"] == "active"
+    assert members(root, "lxd/0") == {f"lxd-{n}": "ONLINE" for n in range(4)}
+
+
+def test_remove_non_leader_running_a_container(root: str):
+    # GIVEN a container running on the member of a non-leader unit
+    assert leader(root) != "lxd/3"
+    image = hosts.build_busybox_image(os.path.join(os.path.dirname(root), "busybox.tar.gz"))
+    lab(root, "exec", "lxd/0", "--", "lxc", "image", "import", image, "--alias", "busybox")
+    lab(root, "exec", "lxd/0", "--", "lxc", "launch", "busybox", "c1", "--target", "lxd-3")
+    assert instances(root, "lxd/0")["c1"] == ("lxd-3", "RUNNING")
+    # and the member's own certificate, which the cluster trusts while it is a member
+    state = os.path.join(os.path.dirname(root), "lxd-3")
+    os.makedirs(state)
+    machine_dir = Lab.open(root).machine(units(root)["lxd/3"]["machine"])
+    for name in ("server.crt", "server.key"):
+        shutil.copy(machine_dir.host_path(f"/var/lib/lxd/{name}"), state)
+    cert, key = os.path.join(state, "server.crt"), os.path.join(state, "server.key")
+    address = units(root)["lxd/0"]["public-address"]
+    assert https_status(root, "lxd/0", address, cert, key) == 200
+
+    # WHEN
+    lab(root, "remove-unit", "lxd/3", "--timeout", TIMEOUT)
+
+    # THEN three members, the container running elsewhere, the removed member distrusted
+    assert sorted(units(root)) == ["lxd/0", "lxd/1", "lxd/2"]
+    assert members(root, "lxd/0") == {f"lxd-{n}": "ONLINE" for n in range(3)}
+    where, state_now = instances(root, "lxd/0")["c1"]
+    assert where in {"lxd-0", "lxd-1", "lxd-2"} and state_now == "RUNNING"
+    assert https_status(root, "lxd/0", address, cert, key) == 403
+    assert machine_dir.netns not in netns_names()  # its machine was wiped
+
+
+def test_remove_leader_elects_another_and_the_cluster_serves(root: str):
+    old = leader(root)
+    old_member = "lxd-" + old.split("/")[1]
+
+    lab(root, "remove-unit", old, "--timeout", TIMEOUT)
+
+    new = leader(root)
+    assert new != old and new in units(root)
+    assert all(u["workload-status"]["current"] == "active" for u in units(root).values())
+    left = members(root, new)
+    assert old_member not in left and len(left) == 2 and set(left.values()) == {"ONLINE"}
+    # the cluster serves: its container still runs, and a new one starts
+    assert instances(root, new)["c1"][1] == "RUNNING"
+    lab(root, "exec", new, "--", "lxc", "launch", "busybox", "c2")
+    assert instances(root, new)["c2"][1] == "RUNNING"
+
+
+def database_holder(root: str, unit: str) -> str:
+    """The one member holding the database once LXD has settled the roles (2 members)."""
+    command = ["exec", unit, "--", "lxc", "cluster", "list", "-f", "json"]
+    deadline = time.monotonic() + 60
+    while True:
+        listing = json.loads(lab(root, *command).stdout)
+        holders = [m["server_name"] for m in listing if "database" in m["roles"]]
+        if len(holders) == 1 or time.monotonic() > deadline:
+            assert len(holders) == 1, listing
+            return holders[0]
+        time.sleep(2)
+
+
+def test_sole_database_member_refuses_to_leave(root: str):
+    # GIVEN two members: LXD 5.0 keeps the database on one of them only
+    holder = database_holder(root, leader(root))
+    unit = "lxd/" + holder.split("-")[1]
+
+    # WHEN its unit is removed, its hook fails on purpose, retried and left in error
+    done = lab(root, "remove-unit", unit, "--timeout", TIMEOUT, check=False)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f'{unit}: hook failed: "relation-departed"' in done.stderr
+    assert f"member {holder} holds the only copy of the cluster database" in done.stderr
+    assert units(root)[unit]["juju-status"]["current"] == "error"
+    # AND nothing was evacuated or removed: both members serve, the containers run
+    other = next(name for name in units(root) if name != unit)
+    assert set(members(root, other).values()) == {"ONLINE"} and len(members(root, other)) == 2
+    assert {state for _, state in instances(root, other).values()} == {"RUNNING"}
+
+
+def test_destroy_leaves_nothing_behind(root: str):
+    lab_state = Lab.open(root)
+    pids = [pid for machine in lab_state.machines() for pid in machine.pids()]
+    assert pids  # LXD daemons and the containers' processes, at least
+
+    done = lab(root, "destroy")
+
+    assert "destroyed" in done.stdout, done.stdout
+    assert not os.path.exists(root)
+    assert not [n for n in netns_names() if n.startswith(f"{lab_state.prefix}-")]
+    assert lab_state.leftovers() == []
+    assert [pid for pid in pids if procs.alive(pid)] == []
+    with open("/proc/self/mountinfo") as f:
+        assert root not in f.read()

@@ -1,0 +1,353 @@
+"""The lab model keeps Juju's semantics: shown by real hooks of two tiny charms.
+
+One deployment (through the ``lab`` command) of ``probe`` (a principal, 2 units) and its
+subordinate ``probe-sub``, related over the container-scoped ``host`` and the global
+``feed`` (charms in ``tests/lab/charms``). Every hook is its own process inside the unit's
+lab machine and appends ``<unit> <hook> [remote=<unit>] [departing=<unit>]`` to that
+machine's private ``/var/lib/juju/probe.log``. From those logs, ``lab status`` and the
+model's state, the steps below prove that
+
+* a new unit runs install, relation-created, leader-elected (the leader only),
+  config-changed and start before any relation-joined, and relation-changed for a remote
+  unit only after its relation-joined;
+* every principal unit gets one subordinate unit, on its machine, that sees only its
+  principal over the container-scoped relation but every probe unit over ``feed``;
+* an application databag and an application-owned secret granted over ``feed`` reach the
+  other side; a new secret revision reaches its observers as secret-changed, and an
+  application databag change arrives as relation-changed without a remote unit;
+* a unit that changes its peer databag in every hook keeps the model from settling, and
+  ``lab wait`` names it;
+* removing the leader takes its subordinate and its machine with it: every unit it saw
+  departs on both sides, then relation-broken, stop and remove; another unit is elected;
+* ``lab destroy`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lab import machines
+from lab.hook import REPO
+from lab.machines import IP, Lab
+from lab.model import Model
+
+pytestmark = pytest.mark.ordered_steps
+
+CHARMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "charms")
+PROBE_LOG = "/var/lib/juju/probe.log"
+TIMEOUT = "120"  # seconds for a lab command to settle the model (it takes a few)
+BUNDLE = f"""
+applications:
+  probe:
+    charm: {CHARMS}/probe
+    num_units: 2
+  probe-sub:
+    charm: {CHARMS}/probe-sub
+relations:
+  - [probe:host, probe-sub:host]
+  - [probe:feed, probe-sub:feed]
+"""
+# A line of the lab's own hook record: logs/unit-<app>-<n>.log
+LAB_LOG_LINE = re.compile(r"^\S+ \S+ (?P<hook>[a-z-]+) \((?P<detail>[^)]*)\) (?P<outcome>\w+)$")
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[str]:
+    """Where the model lives; what is left of its lab is destroyed after the module."""
+    reason = machines.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    tmp = tempfile.mkdtemp(prefix="lab-semantics-")
+    with open(os.path.join(tmp, "bundle.yaml"), "w") as f:
+        f.write(BUNDLE)
+    model_root = os.path.join(tmp, "model")
+    try:
+        yield model_root
+    finally:
+        if os.path.exists(os.path.join(model_root, "machines.json")):
+            Lab(model_root).destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lab(root: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``lab --root ROOT ARGS...`` as its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "lab", "--root", root, *args],
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """``done``'s stdout, once it is known to have succeeded."""
+    assert done.returncode == 0, f"{done.args[4:]} exited {done.returncode}:\n{done.stderr}"
+    return done.stdout
+
+
+def status(root: str) -> dict[str, Any]:
+    return json.loads(ok(lab(root, "status", "--format", "json")))
+
+
+def units(root: str) -> dict[str, dict[str, Any]]:
+    """Every unit's status record, subordinates too."""
+    found = {}
+    for app in status(root)["applications"].values():
+        for name, unit in app.get("units", {}).items():
+            found[name] = unit
+            for sub, record in unit.get("subordinates", {}).items():
+                found[sub] = record
+    return found
+
+
+def leader(root: str, app: str) -> str:
+    (name,) = [n for n, u in units(root).items() if n.startswith(f"{app}/") and u["leader"]]
+    return name
+
+
+def probe_log(root: str, unit: str) -> list[str]:
+    """The hooks ``unit`` logged in its machine's probe.log: ``<hook> [remote=..]...``."""
+    path = Model(root).machine_of(unit).host_path(PROBE_LOG)
+    with open(path) as f:
+        return [line.split(" ", 1)[1].strip() for line in f if line.split(" ", 1)[0] == unit]
+
+
+def hooks(lines: list[str]) -> list[str]:
+    return [line.split()[0] for line in lines]
+
+
+def lab_log(root: str, unit: str) -> list[tuple[str, dict[str, str]]]:
+    """(hook, its details) of every hook the lab ran for ``unit`` (kept after it is gone)."""
+    path = os.path.join(root, "logs", f"unit-{unit.replace('/', '-')}.log")
+    with open(path) as f:
+        found = [LAB_LOG_LINE.match(line.strip()) for line in f]
+    return [
+        (m["hook"], dict(kv.split("=", 1) for kv in m["detail"].split(", ") if kv))
+        for m in found
+        if m and m["outcome"] == "ok"
+    ]
+
+
+def relation_id(model: Model, endpoint: str, app: str = "probe") -> str:
+    (rid,) = [
+        rid
+        for rid, r in model.relations.items()
+        if {"app": app, "endpoint": endpoint} in r["endpoints"]
+    ]
+    return rid
+
+
+def teardown(root: str, unit: str) -> set[tuple[str, str]]:
+    """(endpoint, remote unit) of the relation-departed hooks removed ``unit`` ran.
+
+    Asserts that they came first, then relation-broken for each relation, stop and remove.
+    """
+    app = unit.split("/")[0]
+    endpoint = {  # relation id -> the unit's endpoint
+        rid: end["endpoint"]
+        for rid, relation in Model(root).relations.items()
+        for end in relation["endpoints"]
+        if end["app"] == app
+    }
+    ran = lab_log(root, unit)
+    start = next(i for i, (hook, _) in enumerate(ran) if hook == "relation-departed")
+    names = [hook for hook, _ in ran[start:]]
+    assert names == [*["relation-departed"] * 4, *["relation-broken"] * 3, "stop", "remove"]
+    departed = set()
+    for _, detail in ran[start : start + 4]:
+        assert detail["departing_unit"] in (unit, detail["remote_unit"]), detail
+        departed.add((endpoint[detail["relation"]], detail["remote_unit"]))
+    broken = {endpoint[detail["relation"]] for _, detail in ran[start + 4 : start + 7]}
+    assert broken == {"peers", "host", "feed"}
+    return departed
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+
+def test_deploy_settles(root: str):
+    bundle = os.path.join(os.path.dirname(root), "bundle.yaml")
+
+    ok(lab(root, "deploy", bundle, "--timeout", TIMEOUT))
+
+    found = units(root)
+    assert sorted(found) == ["probe-sub/0", "probe-sub/1", "probe/0", "probe/1"]
+    assert {u["juju-status"]["current"] for u in found.values()} == {"idle"}
+    assert sum(u["leader"] for n, u in found.items() if n.startswith("probe/")) == 1
+    assert sum(u["leader"] for n, u in found.items() if n.startswith("probe-sub/")) == 1
+
+
+def test_new_unit_hooks_come_in_juju_order(root: str):
+    model = Model(root)
+    for name, unit in units(root).items():
+        endpoints = model.apps[model.units[name]["app"]]["endpoints"]
+        log = probe_log(root, name)
+        names = hooks(log)
+        setup = names[1 : names.index("start")]
+        last = ["leader-elected", "config-changed"] if unit["leader"] else ["config-changed"]
+
+        assert names[0] == "install", log
+        assert sorted(setup[: -len(last)]) == sorted(f"{e}-relation-created" for e in endpoints)
+        assert setup[-len(last) :] == last, log
+        for i, line in enumerate(log):
+            if line.split()[0].endswith("-relation-changed") and "remote=" in line:
+                joined = line.replace("-relation-changed", "-relation-joined", 1)
+                assert joined in log[:i], f"{name}: {line} before {joined}"
+
+
+def test_one_subordinate_per_principal_on_its_machine(root: str):
+    found = units(root)
+    model = Model(root)
+    probes = ["probe/0", "probe/1"]
+    subs = {p: list(found[p]["subordinates"]) for p in probes}
+
+    assert all(len(s) == 1 for s in subs.values()), subs
+    assert sorted(s for (s,) in subs.values()) == ["probe-sub/0", "probe-sub/1"]
+    assert status(root)["applications"]["probe-sub"]["subordinate-to"] == ["probe"]
+    for principal, (sub,) in subs.items():
+        assert found[sub]["machine"] == found[principal]["machine"]
+        # the same machine-private probe.log holds both units' hooks
+        path = model.machine_of(principal).host_path(PROBE_LOG)
+        with open(path) as f:
+            writers = {line.split()[0] for line in f}
+        assert writers == {principal, sub}
+        # container scope: each sees only the other; feed is global: every unit of the other
+        assert [h for h in probe_log(root, sub) if h.startswith("host-relation-joined")] == [
+            f"host-relation-joined remote={principal}"
+        ]
+        assert [h for h in probe_log(root, principal) if h.startswith("host-relation-joined")] == [
+            f"host-relation-joined remote={sub}"
+        ]
+        feed = {h for h in probe_log(root, sub) if h.startswith("feed-relation-joined")}
+        assert feed == {f"feed-relation-joined remote={p}" for p in probes}
+    # every unit published its own name in every databag it has
+    for name, unit in model.units.items():
+        assert len(unit["data"]) == 3
+        assert {data["unit"] for data in unit["data"].values()} == {name}
+
+
+def test_app_databag_and_app_secret_reach_the_subordinates(root: str):
+    model = Model(root)
+    feed = relation_id(model, "feed")
+    app_data = model.relations[feed]["app_data"]["probe"]
+    ((sid, secret),) = model.secrets.items()
+
+    assert app_data == {"greeting": "hello", "secret-id": sid}
+    assert secret["owner"] == "probe" and secret["label"] == "greeting"
+    assert secret["grants"] == {feed: ["probe-sub"]}
+    assert secret["revision"] == 1 and secret["contents"] == {"1": {"greeting": "hello"}}
+    for name, unit in units(root).items():
+        assert unit["workload-status"] == {"current": "active", "message": "greeting hello"}, name
+
+
+def test_new_secret_revision_reaches_observers(root: str):
+    before = {name: len(probe_log(root, name)) for name in units(root)}
+
+    ok(lab(root, "config", "probe", "greeting=bonjour", "--timeout", TIMEOUT))
+
+    new = {name: probe_log(root, name)[count:] for name, count in before.items()}
+    for name, lines in new.items():
+        if name.startswith("probe-sub/"):
+            assert "config-changed" not in hooks(lines), lines  # not its application's config
+            assert "secret-changed" in lines, lines
+            # the application databag changed: relation-changed names no remote unit
+            assert "feed-relation-changed" in lines, lines
+        else:
+            assert "config-changed" in lines, lines
+            assert "secret-changed" not in hooks(lines), lines  # the owner is not told
+    model = Model(root)
+    (secret,) = model.secrets.values()
+    assert secret["revision"] == 2 and secret["contents"]["2"] == {"greeting": "bonjour"}
+    assert {o: s["revision"] for o, s in secret["observers"].items()} == {
+        "probe-sub/0": 2,
+        "probe-sub/1": 2,
+    }
+    for name, unit in units(root).items():
+        assert unit["workload-status"]["message"] == "greeting bonjour", name
+
+
+def test_a_flapping_unit_keeps_the_model_from_settling(root: str):
+    ok(lab(root, "config", "probe", "flap=true", "--no-wait"))
+
+    waited = lab(root, "wait", "--timeout", "20")
+
+    assert waited.returncode == 1, waited.stderr
+    assert "did not settle within 20 s" in waited.stderr
+    named = waited.stderr.split("still changing:", 1)[1]
+    assert "probe/0" in named and "probe/1" in named, waited.stderr
+    assert "probe-sub/" not in named, waited.stderr
+    model = Model(root)
+    peers = relation_id(model, "peers")
+    assert all(int(model.units[p]["data"][peers]["flap"]) > 3 for p in ("probe/0", "probe/1"))
+    # once it stops flapping, the model settles again
+    ok(lab(root, "config", "probe", "flap=false", "--timeout", TIMEOUT))
+
+
+def test_removing_the_leader_takes_its_subordinate_and_elects_another(root: str):
+    found = units(root)
+    gone = leader(root, "probe")
+    (gone_sub,) = found[gone]["subordinates"]
+    (survivor,) = {"probe/0", "probe/1"} - {gone}
+    (survivor_sub,) = found[survivor]["subordinates"]
+    machine = Model(root).machine_of(gone)
+    before = {u: len(probe_log(root, u)) for u in (survivor, survivor_sub)}
+    sub_was_leader = found[gone_sub]["leader"]
+
+    ok(lab(root, "remove-unit", gone, "--timeout", TIMEOUT))
+
+    after = units(root)
+    assert sorted(after) == sorted([survivor, survivor_sub])
+    assert after[survivor]["leader"] and after[survivor_sub]["leader"]
+    assert list(status(root)["machines"]) == [after[survivor]["machine"]]
+    netns = subprocess.run([IP, "netns", "list"], capture_output=True, text=True, check=True)
+    assert machine.netns not in netns.stdout.split()
+    assert not os.path.exists(machine.state_dir)
+    # the survivors saw both units depart; the principal's survivor is the new leader
+    new = probe_log(root, survivor)[before[survivor] :]
+    assert f"peers-relation-departed remote={gone} departing={gone}" in new
+    assert f"feed-relation-departed remote={gone_sub} departing={gone_sub}" in new
+    assert hooks(new).count("leader-elected") == 1
+    assert new.index("leader-elected") > new.index(
+        f"peers-relation-departed remote={gone} departing={gone}"
+    )
+    new_sub = probe_log(root, survivor_sub)[before[survivor_sub] :]
+    assert f"feed-relation-departed remote={gone} departing={gone}" in new_sub
+    assert f"peers-relation-departed remote={gone_sub} departing={gone_sub}" in new_sub
+    assert ("leader-elected" in new_sub) == sub_was_leader
+    assert not any(h.startswith("host-relation-") for h in hooks(new + new_sub))
+    # the survivors still have the greeting: the secret and databag are the application's
+    assert {u["workload-status"]["message"] for u in after.values()} == {"greeting bonjour"}
+    # the removed units (their machine is wiped: the lab's record of the hooks it ran) got
+    # relation-departed for every unit they had seen, then relation-broken, stop, remove
+    subs = ("probe-sub/0", "probe-sub/1")
+    assert teardown(root, gone) == {
+        ("peers", survivor),
+        ("host", gone_sub),
+        *(("feed", sub) for sub in subs),
+    }
+    assert teardown(root, gone_sub) == {
+        ("peers", survivor_sub),
+        ("host", gone),
+        *(("feed", probe) for probe in ("probe/0", "probe/1")),
+    }
+
+
+def test_destroy_leaves_nothing(root: str):
+    the_lab = Lab.open(root)
+
+    ok(lab(root, "destroy"))
+
+    assert not os.path.exists(root)
+    assert the_lab.leftovers() == []
