@@ -144,6 +144,11 @@ def _mnt_ns_pids(ns_file: str) -> set[int]:
     return pids
 
 
+def _process_tree(pids: set[int]) -> set[int]:
+    """``pids`` with their descendants, those still alive, never this process."""
+    return {pid for pid in with_descendants(pids) - {os.getpid()} if alive(pid)}
+
+
 # -- machines --------------------------------------------------------------------------------
 
 
@@ -321,7 +326,7 @@ class Lab:
         if any(m.name == name for m in self.machines()):
             raise ValueError(f"machine {name!r} already exists")
         # Addresses are never reused within a lab, as Juju never reuses machine numbers.
-        index = self._state.get("next_index", len(self._state["machines"]))
+        index = self.next_index
         if index >= MAX_MACHINES:
             raise ValueError(f"a lab creates at most {MAX_MACHINES} machines")
         self._state["next_index"] = index + 1
@@ -380,6 +385,11 @@ class Lab:
 
     # -- teardown ------------------------------------------------------------------------
 
+    @property
+    def next_index(self) -> int:
+        """The index (and so the address) the next machine gets; never one used before."""
+        return int(self._state.get("next_index", len(self._state["machines"])))
+
     def _lab_netns(self) -> list[str]:
         """Every network namespace of this lab (by prefix), machines first."""
         ours = [n for n in _netns_list() if n.startswith(f"{self.prefix}-")]
@@ -392,8 +402,7 @@ class Lab:
             found |= _netns_pids(netns)
         for machine in self.machines():
             found |= _mnt_ns_pids(machine.mount_ns)
-        found = with_descendants(found) - {os.getpid()}
-        return {pid for pid in found if alive(pid)}
+        return _process_tree(found)
 
     def destroy_machine(self, name: str) -> list[str]:
         """Stop everything of machine ``name`` and remove it; the rest of the lab is untouched.
@@ -405,13 +414,8 @@ class Lab:
             everything went. The machine stays recorded until nothing is left.
         """
         machine = self.machine(name)
-
-        def processes() -> set[int]:
-            found = _netns_pids(machine.netns) | _mnt_ns_pids(machine.mount_ns)
-            return {pid for pid in with_descendants(found) - {os.getpid()} if alive(pid)}
-
-        terminate(processes())
-        left = [f"process {pid}" for pid in sorted(processes())]
+        terminate(_process_tree(set(machine.pids())))
+        left = [f"process {pid}" for pid in sorted(_process_tree(set(machine.pids())))]
         if not left:
             if _is_mount_point(machine.mount_ns):
                 unmount(machine.mount_ns)

@@ -174,9 +174,14 @@ class Model:
         return sorted(found, key=unit_number)
 
     def application(self, name: str) -> bundles.Application:
-        """Application ``name`` as :mod:`lab.bundle` describes it (charm metadata included)."""
+        """Application ``name`` as :mod:`lab.bundle` describes it (charm metadata included).
+
+        Its options were checked when they were set; they are not checked again here.
+        """
         record = self.app(name)
-        return bundles.charm_application(name, record["charm_dir"], record["options"])
+        return bundles.charm_application(
+            name, record["charm_dir"], record["options"], check_config=False
+        )
 
     # -- relation geometry -----------------------------------------------------------------
 
@@ -318,13 +323,9 @@ class Model:
         return name
 
     def _new_machine(self) -> str:
-        taken = {m.name for m in self.lab.machines()}
-        number = self.s.get("next_machine", 0)
-        while str(number) in taken:
-            number += 1
-        self.s["next_machine"] = number + 1
-        self.save()  # the machine is recorded by the lab: keep the model in step
-        return self.lab.create_machine(str(number)).name
+        """A new machine, named by its number as Juju's are (never reused)."""
+        self.save()  # the lab records the machine at once: keep the model in step
+        return self.lab.create_machine(str(self.lab.next_index)).name
 
     def deploy(self, bundle: bundles.Bundle) -> None:
         """Record every application, relation and unit of ``bundle``; hooks are queued."""
@@ -717,7 +718,7 @@ class Model:
         result = self.run_hook(self.lab.machine(unit["machine"]), request)
         self.s["hooks_run"] += 1
         self._log(name, event, result)
-        if "error" in result:
+        if "error" in result or "action_failed" in result:
             return result
         result["changed"] = self.apply(name, request, result)
         return result
@@ -899,19 +900,14 @@ class Model:
         if action not in app["actions"]:
             known = ", ".join(app["actions"]) or "none"
             raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
-        event = _event("action", action=action, params=dict(params))
-        request = self.request(name, event)
-        result = self.run_hook(self.lab.machine(unit["machine"]), request)
-        self.s["hooks_run"] += 1
-        self._log(name, event, result)
+        agent = unit["agent"]  # an action leaves the unit's hook state as it was
+        result = self._hook(name, _event("action", action=action, params=dict(params)))
+        self.units[name]["agent"] = agent
+        self.save()
         if "action_failed" in result:
-            self.save()
             return {"failed": result["action_failed"]}
         if "error" in result:
-            self.save()
             return {"failed": f"the action's hook failed:\n{result['error']}"}
-        self.apply(name, request, result)
-        self.save()
         return {"results": result.get("action_results") or {}}
 
     # -- status --------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from lab import hosts, machines, procs
 from lab.hook import REPO
 from lab.machines import Lab
 from lab.model import Model
+
+from ..functional.checks import wait_for
 
 pytestmark = pytest.mark.ordered_steps
 
@@ -249,14 +250,15 @@ def test_remove_leader_elects_another_and_the_cluster_serves(root: str):
 def database_holder(root: str, unit: str) -> str:
     """The one member holding the database once LXD has settled the roles (2 members)."""
     command = ["exec", unit, "--", "lxc", "cluster", "list", "-f", "json"]
-    deadline = time.monotonic() + 60
-    while True:
+
+    def holders() -> list[str]:
         listing = json.loads(lab(root, *command).stdout)
-        holders = [m["server_name"] for m in listing if "database" in m["roles"]]
-        if len(holders) == 1 or time.monotonic() > deadline:
-            assert len(holders) == 1, listing
-            return holders[0]
-        time.sleep(2)
+        found = [m["server_name"] for m in listing if "database" in m["roles"]]
+        return found if len(found) == 1 else []
+
+    found = wait_for(holders, timeout=60, interval=2)
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_sole_database_member_refuses_to_leave(root: str):

@@ -4,22 +4,14 @@
 from __future__ import annotations
 
 import ops
-from probe_log import hook_events, log_hook
+from probe_log import ProbeBase
 
 
-class ProbeSubCharm(ops.CharmBase):
+class ProbeSubCharm(ProbeBase):
     """Logs every hook, publishes its unit name, shows the greeting shared over ``feed``."""
 
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        for event in hook_events(self):
-            framework.observe(event, self._on_hook)
-
-    def _on_hook(self, event: ops.EventBase) -> None:
-        log_hook(self.unit, event)
-        for relations in self.model.relations.values():
-            for relation in relations:
-                relation.data[self.unit]["unit"] = self.unit.name
+    def react(self, event: ops.EventBase) -> None:
+        """What this charm does in every hook (after the log line and its unit name)."""
         feed = self.model.get_relation("feed")
         secret_id = feed.data[feed.app].get("secret-id") if feed and feed.app else None
         if not secret_id:

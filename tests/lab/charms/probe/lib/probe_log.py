@@ -1,4 +1,8 @@
-"""What both probe charms share: every hook observed and logged to the machine's probe.log."""
+"""What both probe charms share.
+
+Every hook is observed, logged to the machine's probe.log, and the unit's name published in
+all its databags.
+"""
 
 from __future__ import annotations
 
@@ -31,3 +35,22 @@ def hook_events(charm: ops.CharmBase) -> list[ops.BoundEvent]:
         events += [rel.relation_created, rel.relation_joined, rel.relation_changed]
         events += [rel.relation_departed, rel.relation_broken]
     return events
+
+
+class ProbeBase(ops.CharmBase):
+    """Observes every hook: logs it, publishes the unit's name, then :meth:`react`."""
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        for event in hook_events(self):
+            framework.observe(event, self._on_hook)
+
+    def _on_hook(self, event: ops.EventBase) -> None:
+        log_hook(self.unit, event)
+        for relations in self.model.relations.values():
+            for relation in relations:
+                relation.data[self.unit]["unit"] = self.unit.name
+        self.react(event)
+
+    def react(self, event: ops.EventBase) -> None:
+        """What the charm itself does in every hook."""

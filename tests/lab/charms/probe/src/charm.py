@@ -4,25 +4,17 @@
 from __future__ import annotations
 
 import ops
-from probe_log import hook_events, log_hook
+from probe_log import ProbeBase
 
 SECRET_LABEL = "greeting"
 
 
-class ProbeCharm(ops.CharmBase):
+class ProbeCharm(ProbeBase):
     """Logs every hook and publishes its unit name and (leader) the greeting."""
 
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        for event in hook_events(self):
-            framework.observe(event, self._on_hook)
-
-    def _on_hook(self, event: ops.EventBase) -> None:
-        log_hook(self.unit, event)
+    def react(self, event: ops.EventBase) -> None:
+        """What this charm does in every hook (after the log line and its unit name)."""
         greeting = str(self.config["greeting"])
-        for relations in self.model.relations.values():
-            for relation in relations:
-                relation.data[self.unit]["unit"] = self.unit.name
         peers = self.model.get_relation("peers")
         if self.config["flap"] and peers is not None:
             count = int(peers.data[self.unit].get("flap", "0")) + 1
