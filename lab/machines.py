@@ -382,6 +382,24 @@ class Lab:
             os.makedirs(source, exist_ok=True)
             os.makedirs(path, exist_ok=True)  # an empty directory on the host, if missing
             _run([*inside, MOUNT, "--bind", source, path])
+        self._mount_own_net_sysfs(machine)
+
+    def _mount_own_net_sysfs(self, machine: Machine) -> None:
+        """Give the machine a ``/sys`` of its own, as a separate server has.
+
+        A sysfs lists the network devices of the namespace that mounted it, so the host's
+        ``/sys`` lists the host's (LXD checks a network's ``parent`` there). A fresh sysfs,
+        mounted from inside the machine's network namespace, replaces it; the host's
+        cgroup tree is moved on top, as the host has it. Nothing may cover part of a
+        sysfs: then the kernel refuses containers their own sysfs.
+        """
+        parked = os.path.join(machine.state_dir, "cgroup")
+        os.makedirs(parked, exist_ok=True)
+        inside = [NSENTER, f"--net={machine.netns_path}", f"--mount={machine.mount_ns}", "--"]
+        _run([*inside, MOUNT, "--rbind", "/sys/fs/cgroup", parked])
+        _run([*inside, MOUNT, "-t", "sysfs", "sysfs", "/sys"])
+        _run([*inside, MOUNT, "--move", parked, "/sys/fs/cgroup"])
+        os.rmdir(parked)
 
     # -- teardown ------------------------------------------------------------------------
 

@@ -39,3 +39,14 @@ def load_model(model: type[Model], data: Mapping[str, Any]) -> Model:
         return model.model_validate(normalised)
     except pydantic.ValidationError as exc:
         raise InvalidInputError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def require_confirmation(confirm: bool, consequence: str) -> bool:
+    """Validate an action's ``confirm`` parameter: it must be true for what can't be undone.
+
+    Raises:
+        ValueError: naming the consequence and how to confirm.
+    """
+    if not confirm:
+        raise ValueError(f"{consequence}; run again with confirm=true")
+    return confirm

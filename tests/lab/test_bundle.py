@@ -103,7 +103,7 @@ def error_of(path: Path) -> str:
 def test_real_bundle_loads() -> None:
     bundle = load_bundle(REAL_BUNDLE)
     assert isinstance(bundle, Bundle)
-    assert list(bundle.applications) == ["lxd"]
+    assert list(bundle.applications) == ["lxd", "ovn-bridge"]
     lxd = bundle.applications["lxd"]
     assert lxd.charm_dir == LXD_CHARM
     assert lxd.num_units == 3
@@ -112,9 +112,15 @@ def test_real_bundle_loads() -> None:
     assert lxd.base == "ubuntu@24.04/stable"
     assert lxd.metadata["name"] == "lxd"
     assert lxd.config()["api-port"] == 8443
-    assert bundle.relations == []
+    ovn = bundle.applications["ovn-bridge"]
+    assert ovn.subordinate and ovn.num_units == 0
+    assert ovn.options["bridge-mappings"] == "physnet1:br-uplink"
+    assert len(bundle.relations) == 1
     summary = describe(bundle)
-    assert "1 application(s), 3 unit(s), 0 relation(s)" in summary
+    assert "2 application(s), 3 unit(s), 1 relation(s)" in summary
+    assert (
+        "relation lxd:lxd-member - ovn-bridge:lxd-member (lxd-member, container scope)" in summary
+    )
     assert "lxd: charm lxd, 3 unit(s), base ubuntu@24.04/stable, options: mode=cluster" in summary
 
 

@@ -119,6 +119,16 @@ def test_state_directories_are_private(lab: Lab) -> None:
     assert not set(machines.MACHINE_PATHS) & {p for p, _ in procs.mount_table()}
 
 
+def test_sys_lists_the_machines_own_interfaces(lab: Lab) -> None:
+    m0, _ = lab.machines()
+    veth = ["/usr/sbin/ip", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]
+    m0.run(veth, check=True)
+    listed = m0.run(["ls", "/sys/class/net"], capture_output=True, text=True).stdout.split()
+    assert sorted(listed) == ["eth0", "lo", "probe0", "probe1"]
+    assert not os.path.exists("/sys/class/net/probe0")  # not the host's
+    assert m0.run(["test", "-d", "/sys/fs/cgroup"]).returncode == 0  # LXD needs cgroups
+
+
 def test_a_later_process_reopens_the_lab(lab: Lab) -> None:
     again = Lab.open(lab.root)
     assert again.prefix == lab.prefix

@@ -2,44 +2,61 @@
 """The lxd charm: installs LXD and forms a cluster through the ``cluster`` peer relation.
 
 Read ``_reconcile`` top to bottom: it is the runbook. Every step is idempotent and reads
-the world (LXD, the peer relation) rather than the event that woke it.
+the world (LXD, the relations) rather than the event that woke it.
+
+Subordinates (ovn-bridge, ceph-link) declare over ``lxd-member`` the server config,
+networks and storage pools they need; this charm is the only writer to the LXD API and
+applies them once the subordinate says it is ready.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import ops
 
+from charm_common.lxd_member import (
+    ConflictingRequestsError,
+    InvalidMemberDataError,
+    LXDMemberProvider,
+    LXDObject,
+    MemberInfo,
+    MemberRequest,
+    check_conflicts,
+    ready_requests,
+    requested_objects,
+    requested_server_config,
+)
+from charm_common.steps import StepStopped, blocked, waiting
 from charm_common.typed_input import InvalidInputError, load_model
 from config import CharmConfig, RemoveDeadMemberParams
 from installer import InstallError, detect_installer
 from lxd import (
+    CREATED,
     LXD,
     JoinToken,
     JoinTokenError,
+    LXDAPIError,
     LXDError,
     LXDUnavailableError,
     MemberConfigKey,
     MemberNotEmptyError,
+    ObjectPendingError,
+    ObjectRefusedError,
+    ObjectUpdateRefusedError,
     SoleDatabaseMemberError,
     fill_member_config,
     member_name_for_unit,
+    member_values_from_objects,
     member_values_from_preseed,
+    needs_member_stage,
 )
 from peers import ClusterPeers
 from tuning import apply_settings, wanted_settings
 
 logger = logging.getLogger(__name__)
-
-
-class StepStopped(Exception):  # noqa: N818 - a control-flow signal carrying a status
-    """A reconcile step cannot go on now; carries the status that says why."""
-
-    def __init__(self, status: ops.StatusBase):
-        super().__init__(status.message)
-        self.status = status
 
 
 class RefusedToLeaveError(Exception):
@@ -50,16 +67,6 @@ class RefusedToLeaveError(Exception):
     """
 
 
-def waiting(message: str) -> StepStopped:
-    """The step waits for something that will happen by itself."""
-    return StepStopped(ops.WaitingStatus(message))
-
-
-def blocked(message: str) -> StepStopped:
-    """The step needs an operator to act."""
-    return StepStopped(ops.BlockedStatus(message))
-
-
 class LXDCharm(ops.CharmBase):
     """Install LXD, bootstrap or join the cluster, keep membership right."""
 
@@ -68,6 +75,7 @@ class LXDCharm(ops.CharmBase):
         self.installer = detect_installer()
         self.lxd = LXD(self.installer.paths)
         self.peers = ClusterPeers(self)
+        self.subordinates = LXDMemberProvider(self)
         self.member_name = member_name_for_unit(self.unit.name)
         self._statuses: list[ops.StatusBase] = []
         for event in (
@@ -80,6 +88,11 @@ class LXDCharm(ops.CharmBase):
             self.on.cluster_relation_created,
             self.on.cluster_relation_joined,
             self.on.cluster_relation_changed,
+            self.on.lxd_member_relation_created,
+            self.on.lxd_member_relation_joined,
+            self.on.lxd_member_relation_changed,
+            self.on.lxd_member_relation_departed,
+            self.on.lxd_member_relation_broken,
             self.on.secret_changed,
         ):
             framework.observe(event, self._reconcile)
@@ -94,6 +107,7 @@ class LXDCharm(ops.CharmBase):
         try:
             config = load_model(CharmConfig, dict(self.config))
             self._install(config)
+            self._publish_member_info()
             self._tune(config)
             self._check_mode(config)
             if config.mode == "standalone":
@@ -107,6 +121,11 @@ class LXDCharm(ops.CharmBase):
                 self._remove_departed_members()
             self._publish()
             self._apply_server_config(config)
+            requests = self._member_requests()
+            self._apply_requested_server_config(config, requests)
+            self._define_objects_on_this_member(config, requests)
+            self._create_objects(config, requests)
+            self._wait_for_subordinates(requests)
         except InvalidInputError as exc:
             self._statuses.append(ops.BlockedStatus(f"config: {exc}"))
         except StepStopped as stop:
@@ -203,17 +222,25 @@ class LXDCharm(ops.CharmBase):
         tokens = self.peers.issued_tokens()
         is_issuer = self.peers.issuer == self.unit.name and self.lxd.server_info().clustered
         waiting_peers = {p.name for p in self.peers.peer_units() if not p.clustered and p.address}
+        can_join = is_issuer and bool(waiting_peers) and self._joins_possible()
         for unit_name, secret_id in list(tokens.items()):
-            if is_issuer and unit_name in waiting_peers:
+            if can_join and unit_name in waiting_peers:
                 continue
             # Used, its unit gone, or no longer ours to hand out: revoke it everywhere.
             self.lxd.revoke_join_token(member_name_for_unit(unit_name))
             self._remove_secret(secret_id)
             del tokens[unit_name]
-        if is_issuer and not tokens and waiting_peers:
+        if can_join and not tokens:
             unit_name = min(waiting_peers, key=lambda n: int(n.rsplit("/", 1)[1]))
             tokens[unit_name] = self._grant_join_token(unit_name)
         self.peers.set_issued_tokens(tokens)
+
+    def _joins_possible(self) -> bool:
+        """No join can succeed while a network is Errored (and a failed one harms the joiner)."""
+        errored = self.lxd.errored_networks()
+        if errored:
+            logger.warning("no join token while network(s) %s are errored", ", ".join(errored))
+        return not errored
 
     def _grant_join_token(self, unit_name: str) -> str:
         """Issue a token for ``unit_name`` in a secret only that unit can read."""
@@ -246,8 +273,28 @@ class LXDCharm(ops.CharmBase):
             return
         if not self.peers.cluster_fingerprint:
             raise waiting("waiting for the leader to bootstrap the cluster")
+        # The cluster's OVN networks and Ceph pools are created on this member as it joins:
+        # its subordinates must have their daemons and files ready, and their values.
+        requests = self._member_requests()
+        not_ready = [r.app for r in requests if not r.ready]
+        if not_ready:
+            raise waiting(f"waiting for {', '.join(not_ready)} to be ready before joining")
         # Tell the issuer we are ready for a token before we look for one.
         self.peers.publish(self.member_name, self._cluster_address(config), clustered=False)
+        token, keys = self._granted_join_token()
+        try:
+            self.lxd.join_cluster(
+                token,
+                self.member_name,
+                self._cluster_address(config),
+                fill_member_config(keys, self._member_values(config, requests)),
+            )
+        except JoinTokenError as exc:
+            raise blocked(f"join token rejected: {exc}") from None
+        logger.info("joined the cluster as %s", self.member_name)
+
+    def _granted_join_token(self) -> tuple[JoinToken, list[MemberConfigKey]]:
+        """The token the issuer granted to this unit, checked against the cluster record."""
         secret_id = self.peers.token_secret_id()
         if not secret_id:
             raise waiting("waiting for a join token")
@@ -265,17 +312,21 @@ class LXDCharm(ops.CharmBase):
                 f"join token names certificate {token.fingerprint[:12]}, the cluster's is "
                 f"{self.peers.cluster_fingerprint[:12]}; refusing to join"
             )
+        return token, keys
+
+    @staticmethod
+    def _member_values(
+        config: CharmConfig, requests: list[MemberRequest]
+    ) -> dict[tuple[str, str, str], str]:
+        """This member's values of member-specific keys, for its join.
+
+        The subordinates' values win over the preseed's for the same key: the preseed is
+        one text for every machine, a subordinate knows this machine (the interface it
+        created, the files it wrote).
+        """
         values = member_values_from_preseed(config.preseed_data)
-        try:
-            self.lxd.join_cluster(
-                token,
-                self.member_name,
-                self._cluster_address(config),
-                fill_member_config(keys, values),
-            )
-        except JoinTokenError as exc:
-            raise blocked(f"join token rejected: {exc}") from None
-        logger.info("joined the cluster as %s", self.member_name)
+        values.update(member_values_from_objects(requested_objects(requests)))
+        return values
 
     def _remove_departed_members(self) -> None:
         """The leader removes members whose unit is gone (after they were evacuated).
@@ -319,6 +370,21 @@ class LXDCharm(ops.CharmBase):
             "core.https_address", ""
         )
         self.peers.publish(self.member_name, str(address), info.clustered)
+        self._publish_member_info()
+
+    def _publish_member_info(self) -> None:
+        """Tell every subordinate about this member, as soon as LXD answers."""
+        info = self.lxd.server_info()
+        paths = self.installer.paths
+        self.subordinates.publish(
+            MemberInfo(
+                member_name=self.member_name,
+                clustered=info.clustered,
+                lxd_version=info.version,
+                api_extensions=tuple(info.api_extensions),
+                paths={"ceph": paths.ceph_dir, "ovn": paths.ovn_dir},
+            )
+        )
 
     def _apply_server_config(self, config: CharmConfig) -> None:
         host = self._binding_address("api")
@@ -329,6 +395,114 @@ class LXDCharm(ops.CharmBase):
         if self.lxd.update_server_config(wanted):
             logger.info("server config updated")
         self.unit.set_ports(*(p for p in (config.api_port, config.metrics_port) if p))
+
+    # -- what subordinates ask for ---------------------------------------------------------
+
+    def _member_requests(self) -> list[MemberRequest]:
+        """Every subordinate's request; nothing is applied while one is unusable."""
+        try:
+            requests = self.subordinates.requests()
+            check_conflicts(requests)
+        except InvalidMemberDataError as exc:
+            raise blocked(f"lxd-member data from {exc}") from None
+        except ConflictingRequestsError as exc:
+            raise blocked(f"conflicting lxd-member requests: {exc}") from None
+        return requests
+
+    def _apply_requested_server_config(
+        self, config: CharmConfig, requests: list[MemberRequest]
+    ) -> None:
+        """Server config is cluster-wide, yet every member checks it against its own view.
+
+        LXD 5.0 members that joined after a key was set do not show (or use) it until it
+        is set again: setting it from each member makes every member see it.
+        """
+        if config.mode == "cluster" and not self.lxd.server_info().clustered:
+            return
+        ready = ready_requests(requests)
+        wanted = requested_server_config(ready)
+        if not wanted:
+            return
+        try:
+            changed = self.lxd.update_server_config(wanted)
+        except LXDAPIError as exc:
+            apps = ", ".join(r.app for r in ready if r.server_config)
+            raise blocked(f"LXD refused the server config {apps} asks for: {exc.reason}") from None
+        if changed:
+            logger.info("server config from subordinates updated")
+
+    def _define_objects_on_this_member(
+        self, config: CharmConfig, requests: list[MemberRequest]
+    ) -> None:
+        """The first stage of a cluster object: each unit defines it on its own member.
+
+        Every requested object at once, not in order: a definition is only a database
+        record until the leader creates the object, LXD checks nothing then.
+        """
+        if config.mode != "cluster" or not self.lxd.server_info().clustered:
+            return
+        defined = set()
+        try:
+            for entity, obj in requested_objects(ready_requests(requests)):
+                if not needs_member_stage(entity, obj):
+                    continue
+                if self.lxd.ensure_member_object(entity, obj, self.member_name):
+                    logger.info("defined %s %s on %s", entity, obj.name, self.member_name)
+                defined.add(f"{entity}/{obj.name}")
+        except ObjectRefusedError as exc:
+            raise blocked(str(exc)) from None
+        finally:
+            self.peers.publish_defined_objects(defined)
+
+    def _create_objects(self, config: CharmConfig, requests: list[MemberRequest]) -> None:
+        """Networks, then storage pools, in order: every standalone server, or the leader."""
+        objects = requested_objects(ready_requests(requests))
+        if config.mode == "standalone":
+            for entity, obj in objects:
+                self._create_object(entity, obj, self.lxd.ensure_standalone_object)
+        elif self._is_clustered_leader():
+            for entity, obj in objects:
+                self._create_object(entity, obj, self.lxd.ensure_cluster_object)
+                self.peers.set_created_objects(
+                    self.peers.created_objects() | {f"{entity}/{obj.name}"}
+                )
+        else:
+            self._wait_for_the_leaders_objects(objects)
+
+    def _create_object(
+        self, entity: str, obj: LXDObject, ensure: Callable[[str, LXDObject], bool]
+    ) -> None:
+        """One object; stop here if it cannot be created yet (later ones may need it).
+
+        A refused change of an object that exists does not stop the others: they need it
+        to exist, not to be up to date.
+        """
+        try:
+            if ensure(entity, obj):
+                logger.info("created or updated %s %s", entity, obj.name)
+        except ObjectUpdateRefusedError as exc:
+            self._statuses.append(ops.BlockedStatus(str(exc)))
+        except ObjectPendingError as exc:
+            raise waiting(
+                f"waiting for every member to define {entity} {obj.name} "
+                f"(missing: {', '.join(exc.missing)})"
+            ) from None
+        except ObjectRefusedError as exc:
+            raise blocked(str(exc)) from None
+
+    def _wait_for_the_leaders_objects(self, objects: list[tuple[str, LXDObject]]) -> None:
+        for entity, obj in objects:
+            state = self.lxd.object_state(entity, obj.name)
+            if state is None or state.status != CREATED:
+                raise waiting(f"waiting for the leader to create {entity} {obj.name}")
+
+    def _wait_for_subordinates(self, requests: list[MemberRequest]) -> None:
+        not_ready = [r.app for r in requests if not r.ready]
+        if not_ready:
+            raise waiting(f"waiting for {', '.join(not_ready)} to be ready")
+
+    def _is_clustered_leader(self) -> bool:
+        return self.unit.is_leader() and self.lxd.server_info().clustered
 
     # -- departure and actions ---------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import pydantic
 
+from charm_common.typed_input import require_confirmation
 from lxd import InvalidPreseedError, parse_preseed
 
 CHANNEL_RE = re.compile(r"^(latest|\d+\.\d+)(/(stable|candidate|beta|edge)(/[\w-]+)?)?$")
@@ -64,6 +65,4 @@ class RemoveDeadMemberParams(pydantic.BaseModel):
     @pydantic.field_validator("confirm")
     @classmethod
     def _confirmed(cls, value: bool) -> bool:
-        if not value:
-            raise ValueError("force removal cannot be undone; run again with confirm=true")
-        return value
+        return require_confirmation(value, "force removal cannot be undone")

@@ -1,4 +1,4 @@
-"""The LXD workload: bootstrap, join tokens, joins, members, evacuation, removal.
+"""The LXD workload: bootstrap, joins, members, evacuation, removal, networks, pools.
 
 Plain functions and one client class over pylxd; never imports ``ops``. Every expected
 failure is an :class:`LXDError` subclass so the charm can map it to a status.
@@ -17,9 +17,9 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pylxd
 import pylxd.exceptions
@@ -50,8 +50,18 @@ DATABASE_UNAVAILABLE = (
     "context deadline exceeded",
     "no available dqlite leader",
     "RAFT cluster is unavailable",
+    # while the database leader moves (its member was just removed): seen for ~15 s
+    "Failed to begin transaction",
 )
 MEMBER_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The objects subordinates ask for: entity (as ``member_config`` names it) -> (API
+# collection, the key that names its type).
+OBJECT_ENTITIES = {"network": ("networks", "type"), "storage-pool": ("storage-pools", "driver")}
+# Network types LXD creates cluster-wide at once, without a definition per member first
+# (LXD 5.0.2: every other network type and every storage pool driver answers "... not
+# pending on any node (use --target <node> first)", with or without member-specific keys).
+NETWORK_TYPES_WITHOUT_MEMBER_STAGE = frozenset({"ovn"})
+CREATED, PENDING, ERRORED = "Created", "Pending", "Errored"
 
 
 class LXDError(Exception):
@@ -60,6 +70,34 @@ class LXDError(Exception):
 
 class LXDUnavailableError(LXDError):
     """The daemon does not answer (not installed, starting, or restarting)."""
+
+
+class LXDAPIError(LXDError):
+    """LXD answered a request with an error; ``reason`` is LXD's own message."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__(f"{what}: {reason}")
+        self.reason = reason
+
+
+class LXDNotFoundError(LXDAPIError):
+    """The object a request names does not exist (HTTP 404)."""
+
+
+class ObjectPendingError(LXDError):
+    """A network or pool cannot be created cluster-wide yet: members have not defined it."""
+
+    def __init__(self, entity: str, name: str, missing: Sequence[str]):
+        super().__init__(f"{entity} {name} is not defined on {', '.join(missing)} yet")
+        self.missing = tuple(missing)
+
+
+class ObjectRefusedError(LXDError):
+    """LXD refused to create or update a network or storage pool (the message says why)."""
+
+
+class ObjectUpdateRefusedError(ObjectRefusedError):
+    """LXD refused to change an object that exists: it stays usable as it is."""
 
 
 class JoinTokenError(LXDError):
@@ -164,6 +202,56 @@ class Member:
     def holds_database(self) -> bool:
         """Whether the member is a voter of the cluster database."""
         return bool(DATABASE_ROLES & set(self.roles))
+
+
+class ObjectSpec(Protocol):
+    """A network or storage pool to create (``charm_common.lxd_member.LXDObject`` is one).
+
+    ``kind`` is a network's type or a pool's driver; ``member_config`` holds the keys whose
+    value differs per member (a physical network's ``parent``, a pool's ``source``).
+    """
+
+    @property
+    def name(self) -> str:
+        """The object's name."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """Network type or storage pool driver."""
+        ...
+
+    @property
+    def config(self) -> Mapping[str, str]:
+        """Cluster-wide config keys."""
+        ...
+
+    @property
+    def member_config(self) -> Mapping[str, str]:
+        """Member-specific config keys (this member's values)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """Free text shown by ``lxc network list`` / ``lxc storage list``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """A network or storage pool as one ``GET`` shows it.
+
+    Without a target, ``status`` is the object's (Pending, Created, Errored) and ``config``
+    holds the cluster-wide keys only. With ``?target=<member>``, ``status`` is that
+    member's (``Unknown`` when it has no definition) and ``config`` includes its
+    member-specific keys. ``locations`` lists the members that have a definition.
+    """
+
+    kind: str
+    status: str
+    locations: tuple[str, ...] = ()
+    config: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -280,22 +368,56 @@ def member_values_from_preseed(preseed: Mapping[str, Any]) -> dict[tuple[str, st
     return values
 
 
+def member_values_from_objects(
+    objects: Iterable[tuple[str, ObjectSpec]],
+) -> dict[tuple[str, str, str], str]:
+    """Member-specific values of requested objects, keyed (entity, name, key)."""
+    return {
+        (entity, obj.name, key): value
+        for entity, obj in objects
+        for key, value in obj.member_config.items()
+    }
+
+
+def needs_member_stage(entity: str, obj: ObjectSpec) -> bool:
+    """Whether LXD wants ``obj`` defined on every member (``?target=``) before cluster-wide.
+
+    True for every storage pool and every network but an ``ovn`` one without
+    member-specific keys (measured on LXD 5.0.2; see ``NETWORK_TYPES_WITHOUT_MEMBER_STAGE``).
+    """
+    if entity == "storage-pool" or obj.member_config:
+        return True
+    return obj.kind not in NETWORK_TYPES_WITHOUT_MEMBER_STAGE
+
+
+def _entity(entity: str) -> tuple[str, str]:
+    try:
+        return OBJECT_ENTITIES[entity]
+    except KeyError:
+        raise ValueError(f"unknown LXD entity {entity!r}") from None
+
+
+def _differing(current: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:
+    """The keys of ``wanted`` whose value differs (keys it does not name are not touched)."""
+    return {k: v for k, v in wanted.items() if str(current.get(k, "")) != v}
+
+
 def fill_member_config(
     keys: Sequence[MemberConfigKey], values: Mapping[tuple[str, str, str], str]
 ) -> list[dict[str, str]]:
     """The ``member_config`` of a join: every key the cluster asks for, with our values.
 
     A key with no value of ours stays empty, which LXD reads as "use the default" (a
-    ``dir`` pool's ``source`` under LXD's own directory, for instance).
+    ``dir`` pool's ``source`` under LXD's own directory, for instance). Our values for keys
+    the cluster did not ask for are sent too: the keys come with the join token and miss
+    an object created since it was issued, and LXD ignores entries for objects it does
+    not have (measured on LXD 5.0.2).
     """
+    asked = [(k.entity, k.name, k.key) for k in keys]
+    unasked = sorted(set(values) - set(asked))
     return [
-        {
-            "entity": k.entity,
-            "name": k.name,
-            "key": k.key,
-            "value": values.get((k.entity, k.name, k.key), ""),
-        }
-        for k in keys
+        {"entity": entity, "name": name, "key": key, "value": values.get((entity, name, key), "")}
+        for entity, name, key in asked + unasked
     ]
 
 
@@ -348,10 +470,11 @@ def _api_failure(what: str, exc: pylxd.exceptions.LXDAPIException) -> LXDError:
         reason = str(exc.response.json().get("error") or exc)
     except ValueError:
         reason = str(exc)
-    message = f"{what}: {reason}"
-    if any(marker in message for marker in DATABASE_UNAVAILABLE):
-        return LXDUnavailableError(message)
-    return LXDError(message)
+    if any(marker in reason for marker in DATABASE_UNAVAILABLE):
+        return LXDUnavailableError(f"{what}: {reason}")
+    if getattr(exc.response, "status_code", None) == 404:
+        return LXDNotFoundError(what, reason)
+    return LXDAPIError(what, reason)
 
 
 class LXD:
@@ -419,7 +542,7 @@ class LXD:
             if result.get("status_code") != 103 or time.monotonic() >= deadline:
                 break
         if result.get("status_code") != 200:
-            raise LXDError(f"{what}: {result.get('err') or result.get('status')}")
+            raise LXDAPIError(what, str(result.get("err") or result.get("status")))
         return result.get("metadata")
 
     # -- state -------------------------------------------------------------------------
@@ -716,3 +839,181 @@ class LXD:
                 self._call("delete", f"certificates/{cert['fingerprint']}")
                 removed = True
         return removed
+
+    # -- networks and storage pools ------------------------------------------------------
+
+    def errored_networks(self) -> list[str]:
+        """Managed networks whose creation failed on some member (status Errored).
+
+        LXD 5.0.2 refuses every join while one exists ("Joining member has no config for
+        network X", whatever the joiner sends) and leaves the joiner half-joined: it then
+        reports itself clustered but is no member (measured).
+        """
+        listing = self._call("get", "networks", params={"recursion": "1"}) or []
+        return sorted(
+            str(n["name"]) for n in listing if n.get("managed") and n.get("status") == ERRORED
+        )
+
+    def object_state(self, entity: str, name: str, member: str = "") -> ObjectState | None:
+        """A network or storage pool as LXD (``member``: that member) sees it.
+
+        ``None`` when it does not exist, or is a host interface LXD does not manage.
+        """
+        collection, kind_key = _entity(entity)
+        params = {"target": member} if member else {}
+        try:
+            found = self._call("get", f"{collection}/{name}", params=params) or {}
+        except LXDNotFoundError:
+            return None
+        if found.get("managed") is False:
+            return None
+        return ObjectState(
+            kind=str(found.get(kind_key, "")),
+            status=str(found.get("status", "")),
+            locations=tuple(found.get("locations") or ()),
+            config={str(k): str(v) for k, v in (found.get("config") or {}).items()},
+            description=str(found.get("description", "")),
+        )
+
+    def ensure_member_object(self, entity: str, obj: ObjectSpec, member: str) -> bool:
+        """Define ``obj`` on ``member`` (``?target=``) with its member-specific keys only.
+
+        The first stage of a cluster object (:func:`needs_member_stage`). A definition
+        still pending gets the member keys that differ; once the member has the object
+        created it is left alone. Returns whether anything changed.
+
+        Raises:
+            ObjectRefusedError: LXD refused, or the name is taken by another type.
+        """
+        state = self.object_state(entity, obj.name, member)
+        _check_kind(entity, obj, state)
+        where = f"{entity} {obj.name} (member {member})"
+        if state is None or member not in state.locations:
+            self._create_object(entity, obj, dict(obj.member_config), where, target=member)
+            return True
+        if state.status == CREATED:
+            return False
+        return self._update_object(entity, obj, state, obj.member_config, where, target=member)
+
+    def ensure_cluster_object(self, entity: str, obj: ObjectSpec) -> bool:
+        """Create ``obj`` cluster-wide, or update the cluster-wide keys it names.
+
+        An object that needs a member stage is created once every current member has its
+        definition. An object whose creation failed on some member (Errored) is created
+        again (LXD takes no config then: it reuses what it stored). Keys the request does
+        not name are never touched. Returns whether anything changed.
+
+        Raises:
+            ObjectPendingError: members have not defined it yet (names them).
+            ObjectUpdateRefusedError: LXD refused to change it (it exists, usable).
+            ObjectRefusedError: LXD refused to create it (its message and the name).
+        """
+        state = self.object_state(entity, obj.name)
+        _check_kind(entity, obj, state)
+        where = f"{entity} {obj.name}"
+        if state is not None and state.status == CREATED:
+            return self._update_object(entity, obj, state, obj.config, where)
+        if state is not None and state.status == ERRORED:
+            self._retry_errored_object(entity, obj, state)
+        else:
+            self._check_members_defined(entity, obj, state)
+            self._create_object(entity, obj, dict(obj.config), where)
+        # In a cluster LXD keeps the description of the first definition, not this one.
+        created = self.object_state(entity, obj.name)
+        if created is not None:
+            self._update_object(entity, obj, created, obj.config, where)
+        return True
+
+    def ensure_standalone_object(self, entity: str, obj: ObjectSpec) -> bool:
+        """Create ``obj`` on a standalone server (config and member config merged).
+
+        An existing object gets the cluster-wide keys that differ, like a cluster object.
+        Returns whether anything changed.
+
+        Raises:
+            ObjectRefusedError: LXD refused, or the name is taken by another type.
+        """
+        state = self.object_state(entity, obj.name)
+        _check_kind(entity, obj, state)
+        where = f"{entity} {obj.name}"
+        if state is None:
+            self._create_object(entity, obj, {**obj.config, **obj.member_config}, where)
+            return True
+        return self._update_object(entity, obj, state, obj.config, where)
+
+    def _check_members_defined(
+        self, entity: str, obj: ObjectSpec, state: ObjectState | None
+    ) -> None:
+        # Not for an OVN network: LXD adds its per-member records itself (a failed attempt
+        # leaves them Pending, on the members of that time only; a new POST completes them).
+        if not needs_member_stage(entity, obj):
+            return
+        defined = set(state.locations) if state else set()
+        missing = sorted({m.name for m in self.members()} - defined)
+        if missing:
+            raise ObjectPendingError(entity, obj.name, missing)
+
+    def _create_object(
+        self, entity: str, obj: ObjectSpec, config: dict[str, str], where: str, target: str = ""
+    ) -> None:
+        collection, kind_key = _entity(entity)
+        body = {"name": obj.name, kind_key: obj.kind, "config": config}
+        if not target:  # LXD ignores the description of a per-member definition
+            body["description"] = obj.description
+        params = {"target": target} if target else {}
+        try:
+            self._call("post", collection, json=body, params=params)
+        except LXDAPIError as exc:
+            raise ObjectRefusedError(f"{where}: {exc.reason}") from None
+
+    def _update_object(
+        self,
+        entity: str,
+        obj: ObjectSpec,
+        state: ObjectState,
+        wanted: Mapping[str, str],
+        where: str,
+        target: str = "",
+    ) -> bool:
+        """PATCH the keys of ``wanted`` that differ (and the description, if the request has one).
+
+        LXD 5.0.2 replaces the description on every PATCH (one without it clears it), so
+        a cluster-wide PATCH always carries one: the request's, or the current one.
+        """
+        body: dict[str, Any] = {"config": _differing(state.config, wanted)}
+        if not target:
+            body["description"] = obj.description or state.description
+            if body["description"] == state.description and not body["config"]:
+                return False
+        elif not body["config"]:
+            return False
+        collection, _ = _entity(entity)
+        params = {"target": target} if target else {}
+        try:
+            self._call("patch", f"{collection}/{obj.name}", json=body, params=params)
+        except LXDAPIError as exc:
+            refused = ObjectRefusedError if target else ObjectUpdateRefusedError
+            raise refused(f"{where}: {exc.reason}") from None
+        return True
+
+    def _retry_errored_object(self, entity: str, obj: ObjectSpec, state: ObjectState) -> None:
+        # LXD 5.0.2 keeps the config of a failed creation, refuses a retry that carries
+        # config ("already partially created") and refuses to change it ("not in created
+        # state"): only a retry with the stored config, or deleting the object, can help.
+        changed = sorted(_differing(state.config, obj.config))
+        if changed:
+            command = "network" if entity == "network" else "storage"
+            raise ObjectRefusedError(
+                f"{entity} {obj.name}: its creation failed with other values of "
+                f"{', '.join(changed)}, which LXD cannot change now; delete it "
+                f"(lxc {command} delete {obj.name}) so it is created again"
+            )
+        self._create_object(entity, obj, {}, f"{entity} {obj.name}")
+
+
+def _check_kind(entity: str, obj: ObjectSpec, state: ObjectState | None) -> None:
+    if state is not None and state.kind and state.kind != obj.kind:
+        raise ObjectRefusedError(
+            f"{entity} {obj.name} exists with {_entity(entity)[1]} {state.kind}, "
+            f"not {obj.kind}: rename one of them"
+        )

@@ -6,6 +6,8 @@ Application databag (leader writes):
     ``issuer``              the unit that issues join tokens and removes departed members
     ``members``             json {member name: unit name} of units that joined
     ``snap-cohort``         cohort key every unit installs the snap with
+    ``created-objects``     json sorted list of "entity/name" the leader saw created
+                            cluster-wide: a change wakes the members waiting for them
 Unit databag (each unit writes its own):
     ``member-name``, ``address`` (cluster address host:port), ``clustered`` (json bool)
     ``join-tokens``         issuer only: json {unit name: Juju secret id}; the tokens
@@ -13,6 +15,10 @@ Unit databag (each unit writes its own):
     ``departing``           "true" once the unit is being removed (set in its own first
                             relation-departed): from then on it sees its peers leave one
                             by one and must not take that for their departure
+    ``defined-objects``     json sorted list of "entity/name" defined on this unit's
+                            member: a change wakes the leader, which creates an object
+                            cluster-wide once every member has it (LXD is the truth;
+                            these two keys are only signals, LXD changes fire no hooks)
 """
 
 from __future__ import annotations
@@ -98,6 +104,16 @@ class ClusterPeers:
         """Leader only: record the members the charm created."""
         self.set_app(members=json.dumps(members, sort_keys=True))
 
+    def created_objects(self) -> set[str]:
+        """Names ("entity/name") of the objects the leader saw created cluster-wide."""
+        raw = self._app_get("created-objects")
+        return set(json.loads(raw)) if raw else set()
+
+    def set_created_objects(self, objects: set[str]) -> None:
+        """Leader only: record the objects created cluster-wide (only when it changed)."""
+        if objects != self.created_objects():
+            self.set_app(created_objects=json.dumps(sorted(objects)))
+
     # -- unit data ---------------------------------------------------------------------
 
     def publish(self, member_name: str, address: str, clustered: bool) -> None:
@@ -109,6 +125,16 @@ class ClusterPeers:
         data["member-name"] = member_name
         data["address"] = address
         data["clustered"] = json.dumps(clustered)
+
+    def publish_defined_objects(self, objects: set[str]) -> None:
+        """Say which objects this unit's member has defined (only when it changed)."""
+        relation = self.relation
+        if relation is None:
+            return
+        value = json.dumps(sorted(objects))
+        data = relation.data[self._charm.unit]
+        if data.get("defined-objects", "[]") != value:
+            data["defined-objects"] = value
 
     @property
     def departing(self) -> bool:

@@ -1,14 +1,43 @@
 """Fixtures for the charm's unit tests: the workload modules are mocked, never subprocess."""
 
+import json
 from unittest.mock import MagicMock
 
 import pytest
 from ops import testing
 
 from charm import LXDCharm
-from lxd import LXD, LXDPaths, Member, ServerInfo
+from lxd import LXD, JoinToken, LXDPaths, Member, ServerInfo
 
 FINGERPRINT = "ab" * 32
+TOKEN = JoinToken("lxd-1", FINGERPRINT, ("192.0.2.0:8443",), "s3cr3t-join-secret", "")
+BOOTSTRAPPED = {
+    "mode": "cluster",
+    "cluster-fingerprint": FINGERPRINT,
+    "issuer": "lxd/0",
+    "members": json.dumps({"lxd-0": "lxd/0"}),
+}
+
+
+def peer(
+    app: dict[str, str] | None = None,
+    local: dict[str, str] | None = None,
+    peers: dict[int, dict[str, str]] | None = None,
+) -> testing.PeerRelation:
+    return testing.PeerRelation(
+        "cluster",
+        local_app_data=app or {},
+        local_unit_data=local or {},
+        peers_data=peers or {},
+    )
+
+
+def waiting_peer(n: int) -> dict[str, str]:
+    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "false"}
+
+
+def member_peer(n: int) -> dict[str, str]:
+    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "true"}
 
 
 def server_info(clustered: bool = False, **config: str) -> ServerInfo:
@@ -37,6 +66,12 @@ def lxd(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     client.member_instances.return_value = []
     client.member_config.return_value = []
     client.update_server_config.return_value = False
+    # Nothing requested exists yet, and nothing needs doing unless a test says so.
+    client.object_state.return_value = None
+    client.errored_networks.return_value = []
+    client.ensure_member_object.return_value = False
+    client.ensure_cluster_object.return_value = False
+    client.ensure_standalone_object.return_value = False
     # Live members answer; only an offline one does not (tests override for dead members).
     client.member_answers.side_effect = lambda m: m.status != "Offline"
     monkeypatch.setattr("charm.LXD", lambda paths: client)

@@ -6,7 +6,16 @@ from unittest.mock import MagicMock
 import pytest
 from ops import testing
 
-from conftest import FINGERPRINT, member, server_info
+from conftest import (
+    BOOTSTRAPPED,
+    FINGERPRINT,
+    TOKEN,
+    member,
+    member_peer,
+    peer,
+    server_info,
+    waiting_peer,
+)
 from installer import InstallError
 from lxd import (
     JoinToken,
@@ -16,35 +25,6 @@ from lxd import (
     MemberNotEmptyError,
     SoleDatabaseMemberError,
 )
-
-TOKEN = JoinToken("lxd-1", FINGERPRINT, ("192.0.2.0:8443",), "s3cr3t-join-secret", "")
-BOOTSTRAPPED = {
-    "mode": "cluster",
-    "cluster-fingerprint": FINGERPRINT,
-    "issuer": "lxd/0",
-    "members": json.dumps({"lxd-0": "lxd/0"}),
-}
-
-
-def peer(
-    app: dict[str, str] | None = None,
-    local: dict[str, str] | None = None,
-    peers: dict[int, dict[str, str]] | None = None,
-) -> testing.PeerRelation:
-    return testing.PeerRelation(
-        "cluster",
-        local_app_data=app or {},
-        local_unit_data=local or {},
-        peers_data=peers or {},
-    )
-
-
-def waiting_peer(n: int) -> dict[str, str]:
-    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "false"}
-
-
-def member_peer(n: int) -> dict[str, str]:
-    return {"member-name": f"lxd-{n}", "address": f"10.0.0.{n}:8443", "clustered": "true"}
 
 
 def all_databag_text(state: testing.State) -> str:

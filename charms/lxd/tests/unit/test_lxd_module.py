@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,14 +35,22 @@ from lxd import (
     InvalidPreseedError,
     JoinToken,
     JoinTokenError,
+    LXDAPIError,
     LXDError,
+    LXDNotFoundError,
     LXDPaths,
     LXDUnavailableError,
     Member,
     MemberConfigKey,
     MemberNotEmptyError,
+    ObjectPendingError,
+    ObjectRefusedError,
+    ObjectState,
+    ObjectUpdateRefusedError,
     ServerInfo,
     SoleDatabaseMemberError,
+    member_values_from_objects,
+    needs_member_stage,
 )
 
 # ---------------------------------------------------------------------------- fakes
@@ -485,16 +494,20 @@ def test_member_values_from_preseed_only_member_specific_keys():
     }
 
 
-def test_fill_member_config_every_asked_key_with_our_value_or_empty():
+def test_fill_member_config_every_asked_key_then_our_other_values():
     keys = [
         MemberConfigKey("storage-pool", "local", "source", "pool source"),
         MemberConfigKey("storage-pool", "default", "source"),
     ]
-    values = {("storage-pool", "local", "source"): "/dev/sdb", ("network", "x", "y"): "unused"}
+    values = {
+        ("storage-pool", "local", "source"): "/dev/sdb",
+        ("network", "UPLINK", "parent"): "br-uplink",  # created after the token was issued
+    }
 
     assert lxd.fill_member_config(keys, values) == [
         {"entity": "storage-pool", "name": "local", "key": "source", "value": "/dev/sdb"},
         {"entity": "storage-pool", "name": "default", "key": "source", "value": ""},
+        {"entity": "network", "name": "UPLINK", "key": "parent", "value": "br-uplink"},
     ]
 
 
@@ -636,8 +649,10 @@ def test_api_error_becomes_lxd_error_with_lxds_message(daemon, api):
 
     with pytest.raises(LXDError) as exc_info:
         daemon.member_config()
-    assert type(exc_info.value) is LXDError
+    # a refusal, not "unavailable" (the charm waits on that) nor "not found"
+    assert type(exc_info.value) is LXDAPIError
     assert str(exc_info.value) == "GET /1.0/cluster: not authorized"
+    assert exc_info.value.reason == "not authorized"
 
 
 def test_api_error_without_json_uses_the_body(daemon, api):
@@ -1410,6 +1425,7 @@ def test_split_address_refuses_what_is_not_host_and_port(address):
         "Failed to begin transaction: context deadline exceeded",
         "failed to create dqlite connection: no available dqlite leader server found",
         "RAFT cluster is unavailable",
+        "Failed to begin transaction: call exec-sql (budget 9.9s): receive: header: EOF",
     ],
 )
 def test_database_without_a_leader_is_unavailable_not_an_error(daemon, api, reason):
@@ -1434,3 +1450,399 @@ def test_member_answers_when_its_api_accepts_connections(daemon):
     dead = Member("lxd-2", f"https://127.0.0.1:{port}", "Evacuated")
     assert daemon.member_answers(dead, timeout=1) is False
     assert daemon.member_answers(Member("lxd-3", "", "Offline")) is False
+
+
+# ---------------------------------------------------------------------------- networks, pools
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A requested object (``charm_common.lxd_member.LXDObject`` has the same fields)."""
+
+    name: str
+    kind: str
+    config: dict[str, str] = field(default_factory=dict)
+    member_config: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+UPLINK = Spec("UPLINK", "physical", {"mtu": "1500"}, {"parent": "br-uplink"}, "uplink")
+OVN = Spec("default", "ovn", {"network": "UPLINK"}, {}, "default network")
+POOL = Spec("remote", "ceph", {"ceph.osd.pool_name": "lxd"}, {"source": "lxd"})
+NET = "/1.0/networks/UPLINK"
+TWO_MEMBERS = [{"server_name": "lxd-0"}, {"server_name": "lxd-1"}]
+
+
+def network(
+    status: str = "Created",
+    locations: tuple[str, ...] = ("lxd-0", "lxd-1"),
+    config: dict[str, str] | None = None,
+    kind: str = "physical",
+    description: str = "uplink",
+) -> FakeResponse:
+    """``GET /1.0/networks/<name>`` of a managed network."""
+    return sync(
+        {
+            "name": "UPLINK",
+            "type": kind,
+            "managed": True,
+            "status": status,
+            "locations": list(locations),
+            "config": {"mtu": "1500", "volatile.last_state.created": "false"}
+            if config is None
+            else config,
+            "description": description,
+        }
+    )
+
+
+@pytest.fixture
+def two_members(api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync(TWO_MEMBERS))
+    return api
+
+
+def test_needs_member_stage():
+    assert needs_member_stage("network", UPLINK)
+    assert needs_member_stage("network", Spec("br0", "bridge"))  # LXD: even without keys
+    assert needs_member_stage("storage-pool", Spec("local", "dir"))
+    assert not needs_member_stage("network", OVN)
+    assert needs_member_stage("network", Spec("o", "ovn", member_config={"x": "1"}))
+
+
+def test_member_values_from_objects():
+    assert member_values_from_objects([("network", UPLINK), ("storage-pool", POOL)]) == {
+        ("network", "UPLINK", "parent"): "br-uplink",
+        ("storage-pool", "remote", "source"): "lxd",
+    }
+
+
+def test_unknown_entity_is_a_bug(daemon):
+    with pytest.raises(ValueError, match="unknown LXD entity 'volume'"):
+        daemon.object_state("volume", "x")
+
+
+def test_errored_networks(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/networks",
+        sync(
+            [
+                {"name": "eth0", "managed": False, "status": ""},
+                {"name": "UPLINK", "managed": True, "status": "Errored"},
+                {"name": "default", "managed": True, "status": "Created"},
+            ]
+        ),
+    )
+
+    assert daemon.errored_networks() == ["UPLINK"]
+    assert api.calls == [("GET", "/1.0/networks", {"params": {"recursion": "1"}})]
+
+
+def test_object_state_of_a_pool_on_one_member(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/storage-pools/remote",
+        sync(
+            {
+                "driver": "ceph",
+                "status": "Unknown",
+                "locations": ["lxd-0"],
+                "config": {"size": 10},
+            }
+        ),
+    )
+
+    state = daemon.object_state("storage-pool", "remote", "lxd-1")
+
+    assert state == ObjectState("ceph", "Unknown", ("lxd-0",), {"size": "10"}, "")
+    assert api.calls == [("GET", "/1.0/storage-pools/remote", {"params": {"target": "lxd-1"}})]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        api_error(404, "Network not found"),
+        sync({"name": "eth0", "type": "physical", "managed": False, "status": ""}),
+    ],
+)
+def test_object_state_of_a_missing_or_unmanaged_network(daemon, api, reply):
+    api.on("GET", "/1.0/networks/eth0", reply)
+
+    assert daemon.object_state("network", "eth0") is None
+
+
+def test_not_found_is_typed(daemon, api):
+    api.on("GET", NET, api_error(404, "Network not found"))
+
+    with pytest.raises(LXDNotFoundError, match="^GET /1.0/networks/UPLINK: Network not found$"):
+        daemon._call("get", "networks/UPLINK")
+
+
+def test_member_object_is_defined_with_member_keys_only(daemon, api):
+    # GIVEN no member has UPLINK yet
+    api.on("GET", NET, api_error(404, "Network not found"))
+    api.on("POST", "/1.0/networks", sync({}))
+
+    # WHEN lxd-1 defines it on itself
+    assert daemon.ensure_member_object("network", UPLINK, "lxd-1") is True
+
+    # THEN it sent the member key alone (LXD refuses cluster-wide keys with a target)
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/networks",
+            {
+                "json": {"name": "UPLINK", "type": "physical", "config": {"parent": "br-uplink"}},
+                "params": {"target": "lxd-1"},
+            },
+        )
+    ]
+
+
+def test_member_object_defined_elsewhere_is_defined_here_too(daemon, api):
+    api.on("GET", NET, network("Unknown", locations=("lxd-0",), config={}))
+    api.on("POST", "/1.0/networks", sync({}))
+
+    assert daemon.ensure_member_object("network", UPLINK, "lxd-1") is True
+    assert [(m, p) for m, p, _ in api.writes()] == [("POST", "/1.0/networks")]
+
+
+def test_member_object_created_on_the_member_is_left_alone(daemon, api):
+    api.on("GET", NET, network(config={"parent": "eth9"}))
+
+    assert daemon.ensure_member_object("network", UPLINK, "lxd-1") is False
+    assert api.writes() == []
+
+
+def test_pending_member_definition_gets_the_member_keys_that_differ(daemon, api):
+    api.on("GET", NET, network("Pending", config={"parent": "eth9", "extra": "kept"}))
+    api.on("PATCH", NET, sync({}))
+
+    assert daemon.ensure_member_object("network", UPLINK, "lxd-1") is True
+    assert api.writes() == [
+        (
+            "PATCH",
+            NET,
+            {"json": {"config": {"parent": "br-uplink"}}, "params": {"target": "lxd-1"}},
+        )
+    ]
+
+
+def test_pending_member_definition_that_matches_is_left_alone(daemon, api):
+    api.on("GET", NET, network("Pending", config={"parent": "br-uplink"}))
+
+    assert daemon.ensure_member_object("network", UPLINK, "lxd-1") is False
+    assert api.writes() == []
+
+
+def test_member_definition_lxd_refuses(daemon, api):
+    api.on("GET", NET, api_error(404, "Network not found"))
+    api.on("POST", "/1.0/networks", api_error(400, 'Config key "mtu" may not be used'))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_member_object("network", UPLINK, "lxd-1")
+    assert str(refused.value) == 'network UPLINK (member lxd-1): Config key "mtu" may not be used'
+
+
+def test_name_taken_by_another_type_is_refused(daemon, api):
+    api.on("GET", NET, network(kind="bridge"))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_member_object("network", UPLINK, "lxd-1")
+    assert str(refused.value) == (
+        "network UPLINK exists with type bridge, not physical: rename one of them"
+    )
+    assert api.writes() == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "missing"),
+    [
+        (api_error(404, "Network not found"), ("lxd-0", "lxd-1")),
+        (network("Pending", locations=("lxd-0",), config={}), ("lxd-1",)),
+    ],
+)
+def test_cluster_object_waits_for_every_member(daemon, two_members, reply, missing):
+    two_members.on("GET", NET, reply)
+
+    with pytest.raises(ObjectPendingError) as pending:
+        daemon.ensure_cluster_object("network", UPLINK)
+    assert pending.value.missing == missing
+    assert str(pending.value) == f"network UPLINK is not defined on {', '.join(missing)} yet"
+    assert two_members.writes() == []
+
+
+def test_cluster_object_is_created_once_every_member_has_it(daemon, two_members):
+    # GIVEN both members defined UPLINK; LXD drops the description of the cluster-wide POST
+    two_members.on(
+        "GET",
+        NET,
+        network("Pending", config={}, description=""),
+        network(description=""),
+    )
+    two_members.on("POST", "/1.0/networks", sync({}))
+    two_members.on("PATCH", NET, sync({}))
+
+    assert daemon.ensure_cluster_object("network", UPLINK) is True
+
+    # THEN it is created with the cluster-wide keys only, then its description set
+    assert two_members.writes() == [
+        (
+            "POST",
+            "/1.0/networks",
+            {
+                "json": {
+                    "name": "UPLINK",
+                    "type": "physical",
+                    "config": {"mtu": "1500"},
+                    "description": "uplink",
+                },
+                "params": {},
+            },
+        ),
+        ("PATCH", NET, {"json": {"config": {}, "description": "uplink"}, "params": {}}),
+    ]
+
+
+def test_ovn_network_is_created_cluster_wide_at_once(daemon, api):
+    api.on("GET", "/1.0/networks/default", api_error(404, "not found"), network(kind="ovn"))
+    api.on("POST", "/1.0/networks", sync({}))
+    api.on("PATCH", "/1.0/networks/default", sync({}))
+
+    assert daemon.ensure_cluster_object("network", OVN) is True
+
+    # no member listing, no per-member stage
+    assert ("GET", "/1.0/cluster/members") not in api.paths()
+    assert api.writes()[0][2]["json"]["config"] == {"network": "UPLINK"}
+
+
+def test_cluster_wide_creation_lxd_refuses(daemon, two_members):
+    two_members.on("GET", NET, network("Pending", config={}))
+    two_members.on(
+        "POST",
+        "/1.0/networks",
+        api_error(500, 'failed to notify peer 10.0.0.2:8443: Parent interface "x" not found'),
+    )
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_cluster_object("network", UPLINK)
+    assert str(refused.value) == (
+        'network UPLINK: failed to notify peer 10.0.0.2:8443: Parent interface "x" not found'
+    )
+
+
+def test_created_object_gets_only_the_cluster_wide_keys_that_differ(daemon, api):
+    api.on("GET", NET, network(config={"mtu": "9000", "dns.nameservers": "192.0.2.53"}))
+    api.on("PATCH", NET, sync({}))
+    wanted = Spec("UPLINK", "physical", {"mtu": "1500", "dns.nameservers": "192.0.2.53"})
+
+    assert daemon.ensure_cluster_object("network", wanted) is True
+
+    # (the current description goes along: a PATCH without one clears it)
+    assert api.writes() == [
+        (
+            "PATCH",
+            NET,
+            {"json": {"config": {"mtu": "1500"}, "description": "uplink"}, "params": {}},
+        )
+    ]
+
+
+def test_created_object_that_matches_is_left_alone(daemon, api):
+    api.on("GET", NET, network())
+
+    assert daemon.ensure_cluster_object("network", UPLINK) is False
+    assert api.writes() == []
+
+
+def test_errored_object_is_retried_without_config(daemon, api):
+    api.on("GET", NET, network("Errored"), network())
+    api.on("POST", "/1.0/networks", sync({}))
+
+    assert daemon.ensure_cluster_object("network", UPLINK) is True
+
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/networks",
+            {
+                "json": {
+                    "name": "UPLINK",
+                    "type": "physical",
+                    "config": {},
+                    "description": "uplink",
+                },
+                "params": {},
+            },
+        )
+    ]
+
+
+def test_errored_object_with_other_values_cannot_be_fixed_by_the_charm(daemon, api):
+    api.on("GET", NET, network("Errored", config={"mtu": "9000"}))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_cluster_object("network", UPLINK)
+    assert str(refused.value) == (
+        "network UPLINK: its creation failed with other values of mtu, which LXD cannot "
+        "change now; delete it (lxc network delete UPLINK) so it is created again"
+    )
+    assert api.writes() == []
+
+
+def test_standalone_object_is_created_with_every_key(daemon, api):
+    api.on("GET", "/1.0/storage-pools/remote", api_error(404, "Storage pool not found"))
+    api.on("POST", "/1.0/storage-pools", sync({}))
+
+    assert daemon.ensure_standalone_object("storage-pool", POOL) is True
+
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/storage-pools",
+            {
+                "json": {
+                    "name": "remote",
+                    "driver": "ceph",
+                    "config": {"ceph.osd.pool_name": "lxd", "source": "lxd"},
+                    "description": "",
+                },
+                "params": {},
+            },
+        )
+    ]
+
+
+def test_standalone_object_that_exists_gets_the_keys_that_differ(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/storage-pools/remote",
+        sync({"driver": "ceph", "status": "Created", "config": {"ceph.osd.pool_name": "old"}}),
+    )
+    api.on("PATCH", "/1.0/storage-pools/remote", sync({}))
+
+    assert daemon.ensure_standalone_object("storage-pool", POOL) is True
+    assert api.writes()[0][2]["json"] == {
+        "config": {"ceph.osd.pool_name": "lxd"},
+        "description": "",
+    }
+
+
+def test_update_lxd_refuses(daemon, api):
+    api.on("GET", NET, network(config={"mtu": "9000"}))
+    api.on("PATCH", NET, api_error(400, "Invalid value for mtu"))
+
+    with pytest.raises(ObjectUpdateRefusedError, match="^network UPLINK: Invalid value for mtu$"):
+        daemon.ensure_cluster_object("network", UPLINK)
+
+
+def test_pending_member_definition_lxd_refuses_to_change_is_not_an_update(daemon, api):
+    # (a refused change of a definition still pending means the object is not there yet)
+    api.on("GET", NET, network("Pending", config={"parent": "eth9"}))
+    api.on("PATCH", NET, api_error(400, "nope"))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_member_object("network", UPLINK, "lxd-1")
+    assert type(refused.value) is ObjectRefusedError

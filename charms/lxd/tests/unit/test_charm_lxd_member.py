@@ -1,0 +1,369 @@
+"""Unit tests of the lxd charm as the consumer of ``lxd-member`` (workload mocked)."""
+
+import json
+from unittest.mock import call
+
+import pytest
+from ops import testing
+
+from charm_common.lxd_member import LXDObject, MemberRequest
+from conftest import BOOTSTRAPPED, TOKEN, member, member_peer, peer, server_info
+from lxd import (
+    LXDAPIError,
+    ObjectPendingError,
+    ObjectRefusedError,
+    ObjectState,
+    ObjectUpdateRefusedError,
+)
+
+NB = {"network.ovn.northbound_connection": "ssl:10.0.0.1:6641"}
+UPLINK = LXDObject("UPLINK", "physical", {"mtu": "1500"}, {"parent": "br-uplink"}, "uplink")
+DEFAULT = LXDObject("default", "ovn", {"network": "UPLINK"})
+REMOTE = LXDObject("remote", "ceph", {"ceph.osd.pool_name": "lxd"}, {"source": "lxd"})
+OVN_REQUEST = MemberRequest("ovn-bridge", NB, (UPLINK, DEFAULT), (), ready=True)
+CEPH_REQUEST = MemberRequest("ceph-link", {}, (), (REMOTE,), ready=True)
+OWN_CONFIG = call({"core.https_address": "192.0.2.0:8443", "core.metrics_address": ""})
+CREATED = ObjectState("physical", "Created", ("lxd-0", "lxd-1"))
+
+
+def subordinate(request: MemberRequest) -> testing.SubordinateRelation:
+    """The relation with one subordinate application whose unit published ``request``."""
+    return testing.SubordinateRelation(
+        "lxd-member", remote_app_name=request.app, remote_unit_data=request.encode()
+    )
+
+
+def bad_subordinate(app: str, data: dict[str, str]) -> testing.SubordinateRelation:
+    return testing.SubordinateRelation("lxd-member", remote_app_name=app, remote_unit_data=data)
+
+
+def cluster_member(lxd, leader: bool, *relations, unit: int = 0, **state):
+    """State of a clustered unit (lxd/0 or lxd/1) of a bootstrapped 2-member cluster."""
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    other = 1 - unit
+    cluster = peer(
+        app={**BOOTSTRAPPED, "members": json.dumps({"lxd-0": "lxd/0", "lxd-1": "lxd/1"})},
+        peers={other: member_peer(other)},
+    )
+    return cluster, testing.State(leader=leader, relations=[cluster, *relations], **state)
+
+
+def not_applied(lxd) -> None:
+    """Nothing any subordinate asked for reached LXD."""
+    assert lxd.update_server_config.call_args_list in ([], [OWN_CONFIG])
+    lxd.ensure_member_object.assert_not_called()
+    lxd.ensure_cluster_object.assert_not_called()
+    lxd.ensure_standalone_object.assert_not_called()
+
+
+# -- MemberInfo ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", ["install", "update_status", "relation_created"])
+def test_member_info_reaches_every_subordinate_before_clustering(ctx_unit1, lxd, event):
+    # GIVEN an unclustered unit waiting for the bootstrap, with two subordinates
+    ovn, ceph = subordinate(OVN_REQUEST), subordinate(CEPH_REQUEST)
+    state = testing.State(relations=[peer(), ovn, ceph])
+    # WHEN any event runs
+    run = getattr(ctx_unit1.on, event)
+    out = ctx_unit1.run(run(ovn) if event == "relation_created" else run(), state)
+    # THEN each subordinate learns its member, not clustered yet, and where LXD reads files
+    published = {
+        "member-name": "lxd-1",
+        "clustered": "false",
+        "lxd-version": "5.0.2",
+        "api-extensions": '["clustering"]',
+        "paths": '{"ceph": "/etc/ceph", "ovn": "/etc/ovn"}',
+    }
+    for relation in (ovn, ceph):
+        local = out.get_relation(relation.id).local_unit_data
+        assert {key: local.get(key) for key in published} == published
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for the leader to bootstrap the cluster"
+    )
+
+
+def test_member_info_says_clustered_once_bootstrapped(ctx, lxd):
+    lxd.bootstrap_cluster.side_effect = lambda *a, **k: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    ovn = subordinate(OVN_REQUEST)
+    out = ctx.run(ctx.on.install(), testing.State(leader=True, relations=[peer(), ovn]))
+    assert out.get_relation(ovn.id).local_unit_data["clustered"] == "true"
+
+
+# -- refusing what cannot be applied -----------------------------------------------------
+
+
+def test_invalid_request_blocks_and_nothing_is_applied(ctx, lxd):
+    # GIVEN a valid, ready ovn-bridge and a ceph-link publishing an unusable pool name
+    bad = bad_subordinate(
+        "ceph-link",
+        {"storage-pools": json.dumps([{"name": "bad name", "driver": "ceph"}]), "ready": "true"},
+    )
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST), bad)
+    # WHEN the leader reconciles
+    out = ctx.run(ctx.on.update_status(), state)
+    # THEN it names the application and the key, and applies nothing of anyone's
+    assert out.unit_status == testing.BlockedStatus(
+        "lxd-member data from ceph-link: 'storage-pools'[0]: invalid name 'bad name'"
+    )
+    not_applied(lxd)
+
+
+@pytest.mark.parametrize(
+    ("ceph", "message"),
+    [
+        (
+            MemberRequest("ceph-link", networks=(UPLINK,), ready=True),
+            "conflicting lxd-member requests: ceph-link and ovn-bridge both declare "
+            "network UPLINK",
+        ),
+        (
+            MemberRequest("ceph-link", {"network.ovn.northbound_connection": "tcp:x"}),
+            "conflicting lxd-member requests: ceph-link and ovn-bridge want different values "
+            "of server config network.ovn.northbound_connection",
+        ),
+    ],
+)
+def test_conflicting_requests_block_naming_both(ctx, lxd, ceph, message):
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST), subordinate(ceph))
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus(message)
+    not_applied(lxd)
+
+
+def test_request_not_ready_is_not_applied_while_ready_ones_are(ctx, lxd):
+    # GIVEN ovn-bridge is not ready yet, ceph-link is
+    waiting = MemberRequest("ovn-bridge", NB, (UPLINK,), (), ready=False)
+    _, state = cluster_member(lxd, True, subordinate(waiting), subordinate(CEPH_REQUEST))
+    out = ctx.run(ctx.on.update_status(), state)
+    # THEN only ceph-link's pool is handled, and the unit says what it waits for
+    assert lxd.update_server_config.call_args_list == [OWN_CONFIG]
+    lxd.ensure_member_object.assert_called_once_with("storage-pool", REMOTE, "lxd-0")
+    lxd.ensure_cluster_object.assert_called_once_with("storage-pool", REMOTE)
+    assert out.unit_status == testing.WaitingStatus("waiting for ovn-bridge to be ready")
+
+
+# -- server config -----------------------------------------------------------------------
+
+
+def test_leader_applies_the_requested_server_config(ctx, lxd):
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST))
+    ctx.run(ctx.on.update_status(), state)
+    assert lxd.update_server_config.call_args_list == [OWN_CONFIG, call(NB)]
+
+
+def test_every_member_sets_the_server_config_it_does_not_see(ctx_unit1, lxd):
+    # LXD 5.0: a member that joined after a key was set does not see it until it is set again
+    lxd.object_state.return_value = CREATED
+    _, state = cluster_member(lxd, False, subordinate(OVN_REQUEST), unit=1)
+    ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    assert NB in [c.args[0] for c in lxd.update_server_config.call_args_list]
+
+
+def test_server_config_lxd_refuses_blocks(ctx, lxd):
+    lxd.update_server_config.side_effect = [False, LXDAPIError("PATCH /1.0", "unknown key")]
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST))
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus(
+        "LXD refused the server config ovn-bridge asks for: unknown key"
+    )
+    lxd.ensure_cluster_object.assert_not_called()
+
+
+# -- networks and pools in a cluster ------------------------------------------------------
+
+
+def test_each_member_defines_the_objects_on_itself(ctx_unit1, lxd):
+    # GIVEN a clustered, non-leader unit whose ovn-bridge is ready
+    lxd.ensure_member_object.return_value = True
+    lxd.object_state.return_value = ObjectState("physical", "Pending", ("lxd-1",))
+    cluster, state = cluster_member(lxd, False, subordinate(OVN_REQUEST), unit=1)
+    # WHEN it reconciles
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN it defined UPLINK on its own member (the OVN network needs no member stage),
+    # tells the leader so, and waits for the leader to create it cluster-wide
+    lxd.ensure_member_object.assert_called_once_with("network", UPLINK, "lxd-1")
+    lxd.ensure_cluster_object.assert_not_called()
+    local = out.get_relation(cluster.id).local_unit_data
+    assert local["defined-objects"] == '["network/UPLINK"]'
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for the leader to create network UPLINK"
+    )
+
+
+def test_member_is_active_once_the_leader_created_everything(ctx_unit1, lxd):
+    lxd.object_state.return_value = CREATED
+    _, state = cluster_member(lxd, False, subordinate(OVN_REQUEST), unit=1)
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-1 (2 members)")
+
+
+def test_leader_waits_until_every_member_defined_the_object(ctx, lxd):
+    lxd.ensure_cluster_object.side_effect = ObjectPendingError("network", "UPLINK", ["lxd-1"])
+    cluster, state = cluster_member(lxd, True, subordinate(OVN_REQUEST))
+    out = ctx.run(ctx.on.update_status(), state)
+    # It defined its own part, then stopped at UPLINK: the OVN network needs it.
+    lxd.ensure_member_object.assert_called_once_with("network", UPLINK, "lxd-0")
+    lxd.ensure_cluster_object.assert_called_once_with("network", UPLINK)
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for every member to define network UPLINK (missing: lxd-1)"
+    )
+    assert "created-objects" not in out.get_relation(cluster.id).local_app_data
+
+
+def test_leader_creates_networks_then_pools_and_tells_the_members(ctx, lxd):
+    lxd.ensure_cluster_object.return_value = True
+    ovn, ceph = subordinate(OVN_REQUEST), subordinate(CEPH_REQUEST)
+    cluster, state = cluster_member(lxd, True, ceph, ovn)
+    out = ctx.run(ctx.on.relation_changed(ovn), state)
+    assert lxd.ensure_cluster_object.call_args_list == [
+        call("network", UPLINK),
+        call("network", DEFAULT),
+        call("storage-pool", REMOTE),
+    ]
+    app = out.get_relation(cluster.id).local_app_data
+    assert json.loads(app["created-objects"]) == [
+        "network/UPLINK",
+        "network/default",
+        "storage-pool/remote",
+    ]
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (2 members)")
+
+
+@pytest.mark.parametrize("failing", ["ensure_member_object", "ensure_cluster_object"])
+def test_lxd_refusing_an_object_blocks_with_its_message(ctx, lxd, failing):
+    refusal = 'network UPLINK: failed to notify peer 10.0.0.1:8443: Parent interface "x" not found'
+    getattr(lxd, failing).side_effect = ObjectRefusedError(refusal)
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST))
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus(refusal)
+    assert call("network", DEFAULT) not in lxd.ensure_cluster_object.call_args_list
+
+
+def test_refused_update_of_an_existing_object_does_not_stop_the_others(ctx, lxd):
+    # GIVEN LXD refuses to change UPLINK (it exists, as it was)
+    refusal = "network UPLINK: Invalid value for mtu"
+    lxd.ensure_cluster_object.side_effect = [ObjectUpdateRefusedError(refusal), False, False]
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST), subordinate(CEPH_REQUEST))
+    out = ctx.run(ctx.on.update_status(), state)
+    # THEN the objects after it are still handled, and the unit says what was refused
+    assert [c.args[1].name for c in lxd.ensure_cluster_object.call_args_list] == [
+        "UPLINK",
+        "default",
+        "remote",
+    ]
+    assert out.unit_status == testing.BlockedStatus(refusal)
+
+
+# -- standalone --------------------------------------------------------------------------
+
+
+def test_standalone_server_creates_everything_itself(ctx_unit1, lxd):
+    lxd.ensure_standalone_object.return_value = True
+    relations = [peer(app={"mode": "standalone"}), subordinate(OVN_REQUEST)]
+    state = testing.State(config={"mode": "standalone"}, relations=relations)
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    assert lxd.update_server_config.call_args_list == [OWN_CONFIG, call(NB)]
+    assert lxd.ensure_standalone_object.call_args_list == [
+        call("network", UPLINK),
+        call("network", DEFAULT),
+    ]
+    lxd.ensure_member_object.assert_not_called()
+    assert out.unit_status == testing.ActiveStatus("standalone server (LXD 5.0.2)")
+
+
+# -- joining -----------------------------------------------------------------------------
+
+
+ASKED = [
+    {"entity": "network", "name": "UPLINK", "key": "parent", "description": ""},
+    {"entity": "storage-pool", "name": "default", "key": "source", "description": ""},
+]
+
+
+def joiner_state(*relations, preseed: str = "", keys: list[dict[str, str]] = ASKED):
+    secret = testing.Secret({"token": TOKEN.encode(), "member-config": json.dumps(keys)})
+    cluster = peer(
+        app=BOOTSTRAPPED,
+        peers={0: {**member_peer(0), "join-tokens": json.dumps({"lxd/1": secret.id})}},
+    )
+    state = testing.State(
+        relations=[cluster, *relations], secrets=[secret], config={"preseed": preseed}
+    )
+    return cluster, state
+
+
+def test_joiner_waits_for_its_subordinates_before_asking_for_a_token(ctx_unit1, lxd):
+    waiting = MemberRequest("ovn-bridge", NB, (UPLINK,), (), ready=False)
+    cluster, state = joiner_state(subordinate(waiting), subordinate(CEPH_REQUEST))
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    lxd.join_cluster.assert_not_called()
+    assert "address" not in out.get_relation(cluster.id).local_unit_data
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for ovn-bridge to be ready before joining"
+    )
+
+
+def test_joiner_refuses_to_join_with_unusable_subordinate_data(ctx_unit1, lxd):
+    _, state = joiner_state(bad_subordinate("ovn-bridge", {"networks": "[", "ready": "true"}))
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    lxd.join_cluster.assert_not_called()
+    assert out.unit_status == testing.BlockedStatus(
+        "lxd-member data from ovn-bridge: 'networks' is not valid json"
+    )
+
+
+def test_joiner_carries_the_subordinates_member_config(ctx_unit1, lxd):
+    # GIVEN the preseed and ovn-bridge both name UPLINK's parent; only the preseed the pool's
+    preseed = (
+        "networks:\n- {name: UPLINK, type: physical, config: {parent: eth0}}\n"
+        "storage_pools:\n- {name: default, driver: dir, config: {source: /srv/lxd}}\n"
+    )
+    _, state = joiner_state(subordinate(OVN_REQUEST), preseed=preseed)
+    # WHEN the unit joins
+    ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN the subordinate's value wins for the key both set
+    lxd.join_cluster.assert_called_once_with(
+        TOKEN,
+        "lxd-1",
+        "192.0.2.0:8443",
+        [
+            {"entity": "network", "name": "UPLINK", "key": "parent", "value": "br-uplink"},
+            {"entity": "storage-pool", "name": "default", "key": "source", "value": "/srv/lxd"},
+        ],
+    )
+
+
+def test_joiner_sends_values_for_objects_newer_than_its_token(ctx_unit1, lxd):
+    # GIVEN a token issued before UPLINK existed (the cluster asked for the pool only)
+    _, state = joiner_state(subordinate(OVN_REQUEST), keys=ASKED[1:])
+    ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN UPLINK's parent goes along anyway (LXD ignores entries it does not need)
+    (_, _, _, member_config), _ = lxd.join_cluster.call_args
+    assert member_config == [
+        {"entity": "storage-pool", "name": "default", "key": "source", "value": ""},
+        {"entity": "network", "name": "UPLINK", "key": "parent", "value": "br-uplink"},
+    ]
+
+
+def test_issuer_holds_tokens_back_while_a_network_is_errored(ctx, lxd):
+    # GIVEN lxd/1 waits to join, and UPLINK failed on some member
+    lxd.errored_networks.return_value = ["UPLINK"]
+    issued = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-1")
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0")]
+    cluster = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": issued.id})},
+        peers={1: {"member-name": "lxd-1", "address": "10.0.0.1:8443", "clustered": "false"}},
+    )
+    state = testing.State(leader=True, relations=[cluster], secrets=[issued])
+    # WHEN the issuer reconciles
+    out = ctx.run(ctx.on.update_status(), state)
+    # THEN no join is possible (LXD would fail it and break the joiner): no token is out
+    lxd.issue_join_token.assert_not_called()
+    lxd.revoke_join_token.assert_called_once_with("lxd-1")
+    assert out.secrets == frozenset()
