@@ -35,6 +35,8 @@ from typing import Any
 
 import ops
 
+from charm_common.relation_data import update_databag
+
 ENDPOINT = "lxd-member"
 # LXD object names: what `lxc network create` / `lxc storage create` accept.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -283,7 +285,7 @@ class LXDMemberProvider:
     def publish(self, info: MemberInfo) -> None:
         """Write ``info`` to every subordinate (only keys that changed)."""
         for relation in self.relations:
-            _update(relation.data[self._charm.unit], info.encode())
+            update_databag(relation.data[self._charm.unit], info.encode())
 
     def requests(self) -> list[MemberRequest]:
         """Each related subordinate's request, ordered by application name.
@@ -336,10 +338,4 @@ class LXDMemberRequirer:
         """Write this subordinate's request (only keys that changed)."""
         relation = self.relation
         if relation is not None:
-            _update(relation.data[self._charm.unit], request.encode())
-
-
-def _update(databag: ops.RelationDataContent, values: Mapping[str, str]) -> None:
-    for key, value in values.items():
-        if databag.get(key) != value:
-            databag[key] = value
+            update_databag(relation.data[self._charm.unit], request.encode())

@@ -57,11 +57,15 @@ def ovn_units(root: str) -> dict[str, dict]:
     return found
 
 
+def northbound_connection(root: str, unit: str) -> str:
+    """The NB connection LXD uses, as ``unit``'s member shows it."""
+    get = ["lxc", "config", "get", "network.ovn.northbound_connection"]
+    return lab(root, "exec", unit, "--", *get).stdout.strip()
+
+
 def nbctl(root: str, unit: str, *args: str, check: bool = True):
     """``ovn-nbctl`` on ``unit``'s machine with the connection and client files LXD uses."""
-    connection = lab(
-        root, "exec", unit, "--", "lxc", "config", "get", "network.ovn.northbound_connection"
-    ).stdout.strip()
+    connection = northbound_connection(root, unit)
     command = ["ovn-nbctl", f"--db={connection}", *CLIENT_TLS, "--timeout=30", *args]
     return lab(root, "exec", unit, "--", *command, check=check)
 
@@ -103,9 +107,7 @@ def test_lxd_client_certificate_reaches_the_northbound_database(root: str):
     listing = nbctl(root, "lxd/1", "ls-list").stdout
     assert "lxd-net" in listing  # the logical switch LXD made for the default network
     # the same request without a client certificate is refused by the server
-    connection = lab(
-        root, "exec", "lxd/1", "--", "lxc", "config", "get", "network.ovn.northbound_connection"
-    ).stdout.strip()
+    connection = northbound_connection(root, "lxd/1")
     assert connection.count("ssl:") == 3, connection
     bare = ["ovn-nbctl", f"--db={connection}", "--timeout=10", "ls-list"]
     assert lab(root, "exec", "lxd/1", "--", *bare, check=False).returncode != 0

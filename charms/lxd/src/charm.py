@@ -29,6 +29,7 @@ from charm_common.lxd_member import (
     requested_objects,
     requested_server_config,
 )
+from charm_common.relation_data import unit_number
 from charm_common.steps import StepStopped, blocked, waiting
 from charm_common.typed_input import InvalidInputError, load_model
 from config import CharmConfig, RemoveDeadMemberParams
@@ -231,7 +232,7 @@ class LXDCharm(ops.CharmBase):
             self._remove_secret(secret_id)
             del tokens[unit_name]
         if can_join and not tokens:
-            unit_name = min(waiting_peers, key=lambda n: int(n.rsplit("/", 1)[1]))
+            unit_name = min(waiting_peers, key=unit_number)
             tokens[unit_name] = self._grant_join_token(unit_name)
         self.peers.set_issued_tokens(tokens)
 

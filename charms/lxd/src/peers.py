@@ -28,10 +28,7 @@ from dataclasses import dataclass
 
 import ops
 
-
-def unit_number(unit_name: str) -> int:
-    """``lxd/12`` -> 12 (for deterministic, numeric ordering)."""
-    return int(unit_name.rsplit("/", 1)[1])
+from charm_common.relation_data import unit_number
 
 
 @dataclass(frozen=True)

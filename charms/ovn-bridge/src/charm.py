@@ -70,9 +70,9 @@ class OVNBridgeCharm(ops.CharmBase):
         try:
             config = load_model(CharmConfig, dict(self.config))
             self._install()
-            self._ensure_ca()
+            ca = self._ensure_ca()
             self._request_certificate()
-            self._sign_certificates()
+            self._sign_certificates(ca)
             self._install_certificate()
             self._choose_central_units(config)
             self._run_central()
@@ -95,10 +95,13 @@ class OVNBridgeCharm(ops.CharmBase):
         if ovn.packages_missing():
             ovn.install_packages()
 
-    def _ensure_ca(self) -> None:
-        """The leader makes the cluster CA once; its key stays in an app-owned secret."""
+    def _ensure_ca(self) -> dict[str, str]:
+        """The leader makes the cluster CA once; its key stays in an app-owned secret.
+
+        Returns the secret's content (``{}`` on other units, which never read it).
+        """
         if not self.unit.is_leader():
-            return
+            return {}
         if self.peers.relation is None:
             raise waiting("waiting for the peer relation")
         content = self._ca_secret()
@@ -110,6 +113,7 @@ class OVNBridgeCharm(ops.CharmBase):
             )
             logger.info("created the OVN cluster CA")
         self.peers.set_app(ca=content["ca-cert"])
+        return content
 
     def _ca_secret(self) -> dict[str, str]:
         try:
@@ -131,11 +135,10 @@ class OVNBridgeCharm(ops.CharmBase):
             current = certs.make_csr(key, self.unit.name, sorted(sans))
         self.peers.publish_csr(address=address, csr=current)
 
-    def _sign_certificates(self) -> None:
+    def _sign_certificates(self, ca: dict[str, str]) -> None:
         """The leader signs each unit's CSR; re-signs when it changed or nears expiry."""
         if not self.unit.is_leader():
             return
-        ca = self._ca_secret()
         signed = self.peers.certificates
         wanted = {}
         for peer in self.peers.units():

@@ -20,10 +20,7 @@ from dataclasses import dataclass
 
 import ops
 
-
-def unit_number(unit_name: str) -> int:
-    """``ovn-bridge/12`` -> 12 (numeric order)."""
-    return int(unit_name.rsplit("/", 1)[1])
+from charm_common.relation_data import unit_number, update_databag
 
 
 @dataclass(frozen=True)
@@ -52,10 +49,6 @@ class OVNPeers:
     def _app(self) -> ops.RelationDataContent | dict[str, str]:
         relation = self.relation
         return relation.data[self._charm.app] if relation else {}
-
-    def _set(self, databag: ops.RelationDataContent, key: str, value: str) -> None:
-        if databag.get(key, "") != value:
-            databag[key] = value
 
     # -- application data (leader writes) ----------------------------------------------
 
@@ -91,15 +84,16 @@ class OVNPeers:
         relation = self.relation
         if relation is None:
             raise RuntimeError("peer relation not created yet")
-        data = relation.data[self._charm.app]
+        values = {}
         if ca is not None:
-            self._set(data, "ca", ca)
+            values["ca"] = ca
         if certificates is not None:
-            self._set(data, "certificates", json.dumps(certificates, sort_keys=True))
+            values["certificates"] = json.dumps(certificates, sort_keys=True)
         if central_units is not None:
-            self._set(data, "central-units", json.dumps(central_units))
+            values["central-units"] = json.dumps(central_units)
         if bootstrapped:
-            self._set(data, "bootstrapped", "true")
+            values["bootstrapped"] = "true"
+        update_databag(relation.data[self._charm.app], values)
 
     # -- unit data ---------------------------------------------------------------------
 
@@ -107,20 +101,21 @@ class OVNPeers:
         """Write this unit's address and certificate request."""
         relation = self.relation
         if relation is not None:
-            self._set(relation.data[self._charm.unit], "address", address)
-            self._set(relation.data[self._charm.unit], "csr", csr)
+            update_databag(relation.data[self._charm.unit], {"address": address, "csr": csr})
 
     def publish_central(self, member: bool) -> None:
         """Say whether this unit's NB and SB servers are raft members."""
         relation = self.relation
         if relation is not None:
-            self._set(relation.data[self._charm.unit], "central", "member" if member else "")
+            update_databag(
+                relation.data[self._charm.unit], {"central": "member" if member else ""}
+            )
 
     def mark_departing(self) -> None:
         """This unit is being removed: peers must stop counting on it."""
         relation = self.relation
         if relation is not None:
-            self._set(relation.data[self._charm.unit], "departing", "true")
+            update_databag(relation.data[self._charm.unit], {"departing": "true"})
 
     def units(self) -> list[Peer]:
         """Every unit of the application, this one included, in numeric order."""
