@@ -12,15 +12,18 @@ Supported:
 * per application: ``charm`` (a local charm directory: ``./``, ``../`` relative to the bundle
   file, or absolute), ``num_units``, ``options``, ``base``, ``series`` and ``bindings``.
   Bindings are checked against the charm's endpoints but have no effect: the lab has one
-  network (every endpoint is bound to it).
+  network (every endpoint is bound to it);
+* overlays (``juju deploy --overlay``; ``applications``, ``relations``, ``description``): an
+  application of the bundle is deep-merged, any other is added (a local ``charm`` path in
+  an overlay is relative to the overlay file), relations are added to the bundle's.
 
 Every option is checked against the charm's ``charmcraft.yaml`` (name and type) and, when the
 charm has ``src/config.py``, against its own ``CharmConfig`` model (run in a subprocess with
 the charm's ``src``, ``lib`` and the repository's ``common`` on ``PYTHONPATH``), so a value
 the charm would block on is reported here with the charm's own message.
 
-Every problem is a :class:`BundleError` naming the bundle file, the key path (e.g.
-``applications.lxd.options.api-port``) and what is valid.
+Every problem is a :class:`BundleError` naming the file (the bundle, or the overlay that set
+the key), the key path (e.g. ``applications.lxd.options.api-port``) and what is valid.
 """
 
 from __future__ import annotations
@@ -31,17 +34,21 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lab.machines import UBUNTU_RELEASES, machine_base
+
 TOP_LEVEL_KEYS = ("applications", "relations", "default-base", "series", "name", "description")
+OVERLAY_KEYS = ("applications", "relations", "description")
 APPLICATION_KEYS = ("charm", "num_units", "options", "base", "series", "bindings")
 OPTION_TYPES = ("string", "int", "float", "boolean", "secret")
-# Series the lab can map to a base (``series`` is Juju's older spelling of ``base``).
-SERIES_BASES = {"focal": "ubuntu@20.04", "jammy": "ubuntu@22.04", "noble": "ubuntu@24.04"}
+# Series the lab can map to a base (``series`` is Juju's older spelling of ``base``): the
+# Ubuntu releases a lab machine can present.
+SERIES_BASES = {codename: f"ubuntu@{version}" for version, codename in UBUNTU_RELEASES.items()}
 # Juju's application name syntax (names become unit names such as ``lxd/0``).
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$")
 BASE_RE = re.compile(r"^(?P<os>[a-z]+)@(?P<channel>\d+(\.\d+)*)(/[a-z]+)?$")
@@ -70,7 +77,7 @@ except Exception as exc:
 class BundleError(ValueError):
     """The bundle cannot be deployed by the lab.
 
-    The message names the bundle file, the key path and what would be valid.
+    The message names the file (bundle or overlay), the key path and what would be valid.
     """
 
 
@@ -141,14 +148,40 @@ class Bundle:
     relations: list[Relation]
 
 
+def _within(key_path: str, prefix: str) -> bool:
+    """Whether ``key_path`` is ``prefix`` or lies under it (``a.b`` is under ``a``)."""
+    return key_path == prefix or (key_path.startswith(prefix) and key_path[len(prefix)] in ".[ ")
+
+
 @dataclass(frozen=True)
 class _Where:
-    """Builds errors that name the bundle file and a key path."""
+    """Builds errors that name the file a key path comes from, and the key path.
+
+    ``overlaid`` maps the key paths an overlay set (an application it added, an option it
+    changed) to that overlay's file; every other key path is the bundle's.
+    """
 
     bundle: str
+    overlaid: Mapping[str, str] = field(default_factory=dict)
 
-    def error(self, key_path: str, message: str) -> BundleError:
-        return BundleError(f"{self.bundle}: {key_path}: {message}")
+    def owner(self, key_path: str) -> str:
+        """The file that set ``key_path`` (the deepest recorded key path above it)."""
+        owner, depth = self.bundle, -1
+        for path, file in self.overlaid.items():
+            if _within(key_path, path) and len(path) > depth:
+                owner, depth = file, len(path)
+        return owner
+
+    def files(self, key_path: str, also: Sequence[str] = ()) -> str:
+        """The owner of ``key_path``, with the overlays that set keys under it or ``also``."""
+        owner = self.owner(key_path)
+        others = [self.owner(path) for path in also]
+        others += [file for path, file in self.overlaid.items() if _within(path, key_path)]
+        others = [file for file in dict.fromkeys(others) if file != owner]
+        return owner + (f" (with {', '.join(others)})" if others else "")
+
+    def error(self, key_path: str, message: str, also: Sequence[str] = ()) -> BundleError:
+        return BundleError(f"{self.files(key_path, also)}: {key_path}: {message}")
 
 
 # ---------------------------------------------------------------------------- YAML
@@ -225,6 +258,10 @@ def _parse_base(where: _Where, key_path: str, value: Any) -> str:
         raise where.error(
             key_path, f"invalid base {base!r} (expected OS@VERSION[/RISK], e.g. ubuntu@24.04)"
         )
+    try:
+        machine_base(base)  # a unit's machine presents its base's release
+    except ValueError as exc:
+        raise where.error(key_path, str(exc)) from None
     return base
 
 
@@ -268,7 +305,8 @@ def _charm_dir(where: _Where, key_path: str, value: Any, bundle_dir: Path) -> Pa
         raise where.error(
             key_path,
             f"{charm!r}: only local charm paths are supported "
-            "(./ or ../ relative to the bundle file, or absolute), not charm store names",
+            f"(./ or ../ relative to the directory of {where.owner(key_path)}, or absolute), "
+            "not charm store names",
         )
     path = (bundle_dir / charm).resolve()
     if not path.is_dir():
@@ -327,7 +365,7 @@ def _check_charm_metadata(what: str, meta: Any) -> None:
 
 
 def _load_metadata(where: _Where, key_path: str, charm_dir: Path) -> dict[str, Any]:
-    what = f"{where.bundle}: {key_path}: {charm_dir / 'charmcraft.yaml'}"
+    what = f"{where.files(key_path)}: {key_path}: {charm_dir / 'charmcraft.yaml'}"
     meta = _read_yaml(charm_dir / "charmcraft.yaml", what)
     _check_charm_metadata(what, meta)
     if meta.get("subordinate") and not any(
@@ -588,6 +626,7 @@ def _check_subordinates(
                 "relations",
                 f"subordinate {app.name!r} must have a container-scoped relation to exactly "
                 f"one principal (found: {found})",
+                also=[f"applications.{app.name}"],
             )
 
 
@@ -691,36 +730,108 @@ def _top_level(where: _Where, data: Any) -> tuple[Mapping[str, Any], str | None]
     return apps, None
 
 
-def _merge(base: Any, overlay: Any) -> Any:
-    """``overlay`` deep-merged onto ``base`` (mappings merge; anything else replaces)."""
+def _merge(base: Any, overlay: Any, key_path: str, file: str, overlaid: dict[str, str]) -> Any:
+    """``overlay`` deep-merged onto ``base`` (mappings merge; anything else replaces).
+
+    Each key path the overlay sets is recorded in ``overlaid`` as coming from ``file``.
+    """
     if isinstance(base, Mapping) and isinstance(overlay, Mapping):
         merged = dict(base)
         for key, value in overlay.items():
-            merged[key] = _merge(base.get(key), value) if key in base else value
+            sub = f"{key_path}.{key}"
+            if key in base:
+                merged[key] = _merge(base[key], value, sub, file, overlaid)
+            else:
+                merged[key] = value
+                overlaid[sub] = file
         return merged
+    for path in [path for path in overlaid if _within(path, key_path)]:
+        del overlaid[path]  # replaced as a whole: what an earlier overlay set below is gone
+    overlaid[key_path] = file
     return overlay
 
 
-def _with_overlays(where: _Where, data: Any, overlays: Sequence[str | os.PathLike[str]]) -> Any:
-    """The bundle data with each overlay's ``applications`` merged in.
+@dataclass
+class _Merged:
+    """The bundle's applications with the overlays applied, and every file's relations.
 
-    As ``juju deploy --overlay`` does; an overlay application not in the bundle is an error.
+    Attributes:
+        specs: application name -> spec (as written, overlays merged), bundle order first.
+        overlaid: key path -> the overlay file that set it (see :class:`_Where`).
+        relations: (file, its ``relations`` value) for the bundle, then each overlay.
     """
-    for overlay in overlays:
-        over = _read_yaml(Path(overlay), str(overlay))
-        ow = _Where(str(overlay))
-        if not isinstance(over, Mapping):
-            raise ow.error("(top level)", f"expected a mapping, got {_type_name(over)}")
-        _check_keys(ow, "", over, ("applications", "description"))
-        apps = over.get("applications") or {}
-        if not isinstance(apps, Mapping):
-            raise ow.error("applications", f"expected a mapping, got {_type_name(apps)}")
-        known = data.get("applications") if isinstance(data, Mapping) else None
-        for name in apps:
-            if not isinstance(known, Mapping) or name not in known:
-                raise ow.error(f"applications.{name}", f"not an application of {where.bundle}")
-        data = _merge(data, {"applications": apps})
-    return data
+
+    specs: dict[str, Any]
+    overlaid: dict[str, str]
+    relations: list[tuple[_Where, Any]]
+
+
+def _apply_overlay(merged: _Merged, overlay: str | os.PathLike[str]) -> None:
+    """Merge one overlay file as ``juju deploy --overlay`` does.
+
+    An application the bundle has is deep-merged; any other is added (a full application,
+    validated later as the bundle's are); ``relations`` are added to the bundle's.
+    """
+    over = _read_yaml(Path(overlay), str(overlay))
+    ow = _Where(str(overlay))
+    if not isinstance(over, Mapping):
+        raise ow.error("(top level)", f"expected a mapping, got {_type_name(over)}")
+    _check_keys(ow, "", over, OVERLAY_KEYS)
+    if "description" in over and not isinstance(over["description"], str):
+        raise ow.error("description", f"expected a string, got {_type_name(over['description'])}")
+    apps = over.get("applications") or {}
+    if not isinstance(apps, Mapping):
+        raise ow.error("applications", f"expected a mapping, got {_type_name(apps)}")
+    for name, spec in apps.items():
+        key_path = f"applications.{name}"
+        if spec is None:
+            raise ow.error(
+                key_path,
+                "null removes an application in a Juju overlay, which the lab does not "
+                "support (expected a mapping: a new application, or keys to merge)",
+            )
+        if not isinstance(spec, Mapping):
+            raise ow.error(key_path, f"expected a mapping, got {_type_name(spec)}")
+        if name in merged.specs:
+            current = merged.specs[name]
+            if not isinstance(current, Mapping):
+                where = _Where(ow.bundle, merged.overlaid)
+                raise where.error(key_path, f"expected a mapping, got {_type_name(current)}")
+            merged.specs[name] = _merge(current, spec, key_path, ow.bundle, merged.overlaid)
+        else:
+            merged.specs[name] = spec
+            merged.overlaid[key_path] = ow.bundle
+    if over.get("relations") is not None:
+        merged.relations.append((ow, over["relations"]))
+
+
+def _charm_base_dir(where: _Where, name: str) -> Path:
+    """The directory a local ``charm`` path of application ``name`` is relative to.
+
+    The directory of the file that set it: the bundle, or the overlay that added the
+    application or changed its ``charm`` (as Juju resolves local charms of an overlay).
+    """
+    return Path(where.owner(f"applications.{name}.charm")).resolve().parent
+
+
+def _all_relations(
+    sources: Sequence[tuple[_Where, Any]], apps: Mapping[str, Application]
+) -> list[Relation]:
+    """The relations of the bundle, then of each overlay; an overlay's repeat is dropped.
+
+    A relation listed twice in one file is an error (as in the bundle); an overlay that
+    lists a relation the bundle (or an earlier overlay) already has adds nothing, as with
+    ``juju deploy --overlay``.
+    """
+    relations: list[Relation] = []
+    seen: set[frozenset[Endpoint]] = set()
+    for where, value in sources:
+        for relation in _load_relations(where, value, apps):
+            pair = frozenset((relation.a, relation.b))
+            if pair not in seen:
+                seen.add(pair)
+                relations.append(relation)
+    return relations
 
 
 def load_bundle(
@@ -730,25 +841,34 @@ def load_bundle(
 
     Args:
         path: the bundle file; local charm paths in it are relative to its directory.
-        overlays: files whose ``applications`` entries are merged onto the bundle's (as
-            ``juju deploy --overlay``), e.g. to change options or ``num_units``.
+        overlays: files applied in order as ``juju deploy --overlay`` does: an application
+            of the bundle is deep-merged (e.g. options, ``num_units``), any other is added
+            (its local charm path relative to the overlay's directory); ``relations`` are
+            added to the bundle's (one the bundle already has is not added twice).
 
     Returns:
-        The bundle, applications in bundle order.
+        The bundle, applications in bundle order, then those the overlays added.
 
     Raises:
-        BundleError: the first problem, naming the file, the key path and what is valid.
+        BundleError: the first problem, naming the file (the bundle, or the overlay that
+            set the key), the key path and what is valid.
     """
     bundle_path = Path(path)
     where = _Where(str(path))
-    data = _with_overlays(where, _read_yaml(bundle_path, where.bundle), overlays)
+    data = _read_yaml(bundle_path, where.bundle)
     specs, default_base = _top_level(where, data)
-    bundle_dir = bundle_path.resolve().parent
+    merged = _Merged(dict(specs), {}, [(where, data.get("relations"))])
+    for overlay in overlays:
+        _apply_overlay(merged, overlay)
+    where = _Where(where.bundle, merged.overlaid)
     apps = {
-        name: _load_application(where, name, spec, bundle_dir, default_base)
-        for name, spec in specs.items()
+        name: _load_application(where, name, spec, _charm_base_dir(where, name), default_base)
+        for name, spec in merged.specs.items()
     }
-    relations = _load_relations(where, data.get("relations"), apps)
+    relations = _all_relations(merged.relations, apps)
+    # Relations from overlays are named in errors about the merged ``relations``.
+    for ow, _ in merged.relations[1:]:
+        merged.overlaid[f"relations[{ow.bundle}]"] = ow.bundle
     _check_subordinates(where, apps, relations)
     _check_models(where, apps)
     return Bundle(path=bundle_path, applications=apps, relations=relations)

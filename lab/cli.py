@@ -93,13 +93,15 @@ def format_status(status: dict[str, Any]) -> str:
         )
         for unit, record in app.get("units", {}).items():
             units.extend(_unit_rows(unit, record))
-    machines = [["Machine", "State", "Address", "Network namespace"]]
+    machines = [["Machine", "State", "Address", "Base", "Network namespace"]]
     for name, machine in status["machines"].items():
+        base = machine.get("base")
         machines.append(
             [
                 name,
                 machine["juju-status"]["current"],
                 machine["dns-name"],
+                f"{base['name']}@{base['channel']}" if base else "-",
                 machine["network-namespace"],
             ]
         )

@@ -11,7 +11,11 @@ Each machine is
 * a private mount namespace, kept alive without any process by a bind mount on
   ``<root>/ns/<name>.mnt``, in which every path of :data:`MACHINE_PATHS` is bind-mounted
   from ``<root>/machines/<name>/fs/<path>``: each machine has its own ``/etc/ceph``,
-  ``/var/lib/lxd``, ``/run/ovn``... while the rest of the file system is the host's.
+  ``/var/lib/lxd``, ``/run/ovn``... while the rest of the file system is the host's;
+* for a machine created with a base (``ubuntu@24.04``, as Juju's machine of an application
+  with that base), a generated ``/etc/os-release`` bind-mounted over the host's in
+  that namespace, so that code which checks the distribution (e.g.
+  charmhelpers, which refuses to import on Debian) sees the Ubuntu release of its base.
 
 :meth:`Machine.command` wraps an argv with ``nsenter`` so that it runs inside a machine;
 :meth:`Machine.spawn` starts a detached daemon there. The layout (prefix, machines) is
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -75,6 +80,14 @@ MACHINE_PATHS: tuple[str, ...] = (
 )
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+#: Ubuntu releases a machine can present (its base ``ubuntu@VERSION``): version -> codename.
+UBUNTU_RELEASES = {"20.04": "focal", "22.04": "jammy", "24.04": "noble"}
+
+#: The file that names the distribution; a machine with a base has its own, generated.
+#: (Not ``/etc/lsb-release``: Debian has none to mount over, and charmhelpers' import
+#: checks ``os-release`` only.)
+OS_RELEASE = "/etc/os-release"
 
 
 def unavailable_reason() -> str | None:
@@ -149,17 +162,76 @@ def _process_tree(pids: set[int]) -> set[int]:
     return {pid for pid in with_descendants(pids) - {os.getpid()} if alive(pid)}
 
 
+# -- the base a machine presents -------------------------------------------------------------
+
+
+def machine_base(base: str) -> str:
+    """``base`` (``ubuntu@24.04``, a risk such as ``/stable`` allowed) as ``ubuntu@24.04``.
+
+    Raises:
+        ValueError: not an Ubuntu release a machine can present (:data:`UBUNTU_RELEASES`).
+    """
+    name = base.partition("/")[0]
+    system, _, version = name.partition("@")
+    if system != "ubuntu" or version not in UBUNTU_RELEASES:
+        known = ", ".join(f"ubuntu@{version}" for version in UBUNTU_RELEASES)
+        raise ValueError(f"a lab machine cannot present base {base!r} (known: {known})")
+    return name
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a double-quoted os-release value."""
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+
+
+def _host_distribution() -> str:
+    """The host's distribution and version, e.g. ``Debian GNU/Linux 12``."""
+    try:
+        info = platform.freedesktop_os_release()
+    except OSError:
+        return "unknown distribution"
+    name = info.get("NAME") or info.get("ID") or "Linux"
+    version = info.get("VERSION_ID")
+    return f"{name} {version}" if version else name
+
+
+def os_release(base: str) -> str:
+    """The ``/etc/os-release`` of a machine of ``base``: its Ubuntu release.
+
+    A machine's userspace is still the host's: the pretty name says so.
+    """
+    version = machine_base(base).partition("@")[2]
+    codename = UBUNTU_RELEASES[version]
+    pretty = f"Ubuntu {version} (lab machine; {_host_distribution()} userspace)"
+    lines = [
+        f"PRETTY_NAME={_quoted(pretty)}",
+        'NAME="Ubuntu"',
+        f'VERSION_ID="{version}"',
+        f'VERSION="{version} ({codename})"',
+        f"VERSION_CODENAME={codename}",
+        "ID=ubuntu",
+        "ID_LIKE=debian",
+        f"UBUNTU_CODENAME={codename}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # -- machines --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Machine:
-    """One lab machine: its name, its index on the lab network and where its state lives."""
+    """One lab machine: its name, its index on the lab network and where its state lives.
+
+    ``base`` (e.g. ``ubuntu@24.04``) is the release it presents in ``/etc/os-release``;
+    ``None``: the host's file.
+    """
 
     root: str
     prefix: str
     name: str
     index: int
+    base: str | None = None
 
     @property
     def address(self) -> str:
@@ -299,7 +371,8 @@ class Lab:
     def machines(self) -> list[Machine]:
         """The lab's machines, in creation order."""
         return [
-            Machine(self.root, self.prefix, m["name"], m["index"]) for m in self._state["machines"]
+            Machine(self.root, self.prefix, m["name"], m["index"], m.get("base"))
+            for m in self._state["machines"]
         ]
 
     def machine(self, name: str) -> Machine:
@@ -315,24 +388,33 @@ class Lab:
 
     # -- creation ------------------------------------------------------------------------
 
-    def create_machine(self, name: str) -> Machine:
+    def create_machine(self, name: str, base: str | None = None) -> Machine:
         """Create machine ``name``: its network namespace on the lab bridge, its mount namespace.
+
+        With ``base`` (``ubuntu@24.04``; a risk such as ``/stable`` is dropped) the machine
+        presents that Ubuntu release in its ``/etc/os-release``, as
+        Juju's machine for an application of that base is an Ubuntu machine; without, it
+        shows the host's.
 
         The machine is recorded before anything is created, so that :meth:`destroy` also
         cleans up after a creation that failed midway.
+
+        Raises:
+            ValueError: an invalid or existing name, a base no machine can present.
         """
         if not _NAME.match(name):
             raise ValueError(f"invalid machine name {name!r} (want [a-z0-9][a-z0-9-]*, ≤ 32)")
         if any(m.name == name for m in self.machines()):
             raise ValueError(f"machine {name!r} already exists")
+        base = machine_base(base) if base is not None else None
         # Addresses are never reused within a lab, as Juju never reuses machine numbers.
         index = self.next_index
         if index >= MAX_MACHINES:
             raise ValueError(f"a lab creates at most {MAX_MACHINES} machines")
         self._state["next_index"] = index + 1
-        self._state["machines"].append({"name": name, "index": index})
+        self._state["machines"].append({"name": name, "index": index, "base": base})
         self._save()
-        machine = Machine(self.root, self.prefix, name, index)
+        machine = Machine(self.root, self.prefix, name, index, base)
         self._ensure_network()
         self._create_netns(machine)
         self._ensure_ns_dir()
@@ -382,7 +464,23 @@ class Lab:
             os.makedirs(source, exist_ok=True)
             os.makedirs(path, exist_ok=True)  # an empty directory on the host, if missing
             _run([*inside, MOUNT, "--bind", source, path])
+        if machine.base is not None:
+            self._present_base(machine, machine.base)
         self._mount_own_net_sysfs(machine)
+
+    def _present_base(self, machine: Machine, base: str) -> None:
+        """Bind-mount the base's ``os-release`` over the host's, inside the machine.
+
+        The file is generated in the machine's state dir. On Debian ``/etc/os-release`` is
+        a symlink to ``../usr/lib/os-release``: the mount lands on its target, in the
+        machine's private namespace only.
+        """
+        source = os.path.join(machine.state_dir, "os-release")
+        with open(source, "w") as f:
+            f.write(os_release(base))
+        os.chmod(source, 0o644)
+        target = os.path.realpath(OS_RELEASE)  # as mount would: a symlink's target
+        _run([NSENTER, f"--mount={machine.mount_ns}", "--", MOUNT, "--bind", source, target])
 
     def _mount_own_net_sysfs(self, machine: Machine) -> None:
         """Give the machine a ``/sys`` of its own, as a separate server has.
@@ -473,7 +571,10 @@ class Lab:
         return self.leftovers()
 
     def leftovers(self) -> list[str]:
-        """What of the lab is still there (processes, network namespaces, mounts), readable."""
+        """What of the lab is still there, readable.
+
+        Processes, network namespaces and mounts.
+        """
         lines = []
         for pid in sorted(self._processes()):
             try:

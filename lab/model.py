@@ -228,6 +228,7 @@ class Model:
             "charm": meta.get("name", app.charm_dir.name),
             "charm_dir": str(app.charm_dir),
             "subordinate": app.subordinate,
+            "base": app.base,  # its units' machines present it (a subordinate: its principal's)
             "options": dict(app.options),
             "config": app.config(),
             "endpoints": endpoints,
@@ -291,7 +292,7 @@ class Model:
         name = f"{app}/{record['next_unit']}"
         record["next_unit"] += 1
         if machine is None:
-            machine = self._new_machine()
+            machine = self._new_machine(record.get("base"))
         self.units[name] = {
             "app": app,
             "machine": machine,
@@ -322,10 +323,10 @@ class Model:
             self._queue(name, _event(ENTER, relation=rid))
         return name
 
-    def _new_machine(self) -> str:
-        """A new machine, named by its number as Juju's are (never reused)."""
+    def _new_machine(self, base: str | None) -> str:
+        """A new machine of ``base``, named by its number as Juju's are (never reused)."""
         self.save()  # the lab records the machine at once: keep the model in step
-        return self.lab.create_machine(str(self.lab.next_index)).name
+        return self.lab.create_machine(str(self.lab.next_index), base=base).name
 
     def deploy(self, bundle: bundles.Bundle) -> None:
         """Record every application, relation and unit of ``bundle``; hooks are queued."""
@@ -970,15 +971,17 @@ class Model:
             else:
                 entry["units"] = {unit: self._unit_status(unit) for unit in principals}
             apps[name] = entry
-        machines = {
-            m.name: {
+        machines: dict[str, Any] = {}
+        for m in self.lab.machines():
+            machines[m.name] = {
                 "juju-status": {"current": "started"},
                 "dns-name": m.address,
                 "ip-addresses": [m.address],
                 "network-namespace": m.netns,
             }
-            for m in self.lab.machines()
-        }
+            if m.base is not None:
+                system, _, channel = m.base.partition("@")
+                machines[m.name]["base"] = {"name": system, "channel": channel}
         return {
             "model": {"name": "lab", "type": "lab", "hooks-run": self.s["hooks_run"]},
             "machines": machines,

@@ -339,3 +339,9 @@ class LXDMemberRequirer:
         relation = self.relation
         if relation is not None:
             update_databag(relation.data[self._charm.unit], request.encode())
+
+    def mark_not_ready(self) -> None:
+        """Say the request is not ready now; what it asks for stays as published."""
+        relation = self.relation
+        if relation is not None:
+            update_databag(relation.data[self._charm.unit], {"ready": json.dumps(False)})

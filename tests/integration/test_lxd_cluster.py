@@ -1,9 +1,12 @@
 """Deploy bundles/lxd-cluster.yaml on a real Juju controller and check the LXD cluster forms.
 
-Skipped (see conftest.py) when there is no juju CLI or no controller.
+Skipped (see conftest.py) when there is no juju CLI or no controller. Without a Ceph
+provider in the model, ceph-link blocks asking for the ceph relation and LXD forms its
+cluster regardless.
 
 Environment knobs:
-    LAB_LXD_CHARM: path of an already packed lxd .charm (skips scripts/stage-charm --pack).
+    LAB_<APP>_CHARM (e.g. LAB_LXD_CHARM, LAB_OVN_BRIDGE_CHARM): an already packed .charm
+        for that application (skips scripts/stage-charm --pack for it).
     LAB_KEEP_MODEL: if non-empty, keep the temporary Juju model after the test.
 """
 
@@ -26,19 +29,18 @@ BUNDLE = REPO_ROOT / "bundles" / "lxd-cluster.yaml"
 DEPLOY_TIMEOUT = 45 * 60
 
 
-@pytest.fixture(scope="module")
-def lxd_charm() -> Path:
-    """Packed lxd charm: stage it with the shared code and run charmcraft pack."""
-    prebuilt = os.environ.get("LAB_LXD_CHARM")
+def packed_charm(app: str) -> Path:
+    """``app``'s packed charm: staged with the shared code, then ``charmcraft pack``."""
+    prebuilt = os.environ.get(f"LAB_{app.upper().replace('-', '_')}_CHARM")
     if prebuilt:
         return Path(prebuilt).resolve()
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "stage-charm"), "lxd", "--pack"],
+        [sys.executable, str(REPO_ROOT / "scripts" / "stage-charm"), app, "--pack"],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 0, f"stage-charm --pack failed:\n{result.stderr}"
+    assert result.returncode == 0, f"stage-charm {app} --pack failed:\n{result.stderr}"
     charms = [Path(line) for line in result.stdout.splitlines() if line.endswith(".charm")]
     assert charms, f"stage-charm --pack printed no .charm path:\n{result.stdout}"
     return charms[-1]
@@ -52,19 +54,30 @@ def juju() -> Iterator[jubilant.Juju]:
         yield juju
 
 
-def local_bundle(charm: Path, dest: Path) -> Path:
-    """Write a copy of the lxd-cluster bundle whose lxd charm is the packed ``charm``."""
+def local_bundle(dest: Path) -> Path:
+    """Write a copy of the lxd-cluster bundle whose local charms are packed ``.charm`` files."""
     bundle = yaml.safe_load(BUNDLE.read_text())
-    bundle["applications"]["lxd"]["charm"] = str(charm)
+    for app, spec in bundle["applications"].items():
+        if str(spec["charm"]).startswith("."):
+            spec["charm"] = str(packed_charm(app))
     dest.write_text(yaml.safe_dump(bundle, sort_keys=False))
     return dest
 
 
-def test_lxd_cluster_forms(juju: jubilant.Juju, lxd_charm: Path, tmp_path: Path) -> None:
-    bundle = local_bundle(lxd_charm, tmp_path / "lxd-cluster.yaml")
+def cluster_formed(status: jubilant.Status) -> bool:
+    """The cluster formed: lxd and ovn-bridge active, ceph-link blocked for lack of Ceph."""
+    return jubilant.all_active(status, "lxd", "ovn-bridge") and all(
+        unit.workload_status.current == "blocked"
+        and "needs the ceph relation" in unit.workload_status.message
+        for unit in status.get_units("ceph-link").values()
+    )
+
+
+def test_lxd_cluster_forms(juju: jubilant.Juju, tmp_path: Path) -> None:
+    bundle = local_bundle(tmp_path / "lxd-cluster.yaml")
 
     juju.deploy(bundle)
-    juju.wait(jubilant.all_active, error=jubilant.any_error, timeout=DEPLOY_TIMEOUT)
+    juju.wait(cluster_formed, error=jubilant.any_error, timeout=DEPLOY_TIMEOUT)
 
     task = juju.exec("lxc", "cluster", "list", "--format", "csv", unit="lxd/0")
     # csv module: the roles column can span several lines inside one quoted field.

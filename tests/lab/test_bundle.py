@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def error_of(path: Path) -> str:
 def test_real_bundle_loads() -> None:
     bundle = load_bundle(REAL_BUNDLE)
     assert isinstance(bundle, Bundle)
-    assert list(bundle.applications) == ["lxd", "ovn-bridge"]
+    assert list(bundle.applications)[:2] == ["lxd", "ovn-bridge"]
     lxd = bundle.applications["lxd"]
     assert lxd.charm_dir == LXD_CHARM
     assert lxd.num_units == 3
@@ -115,13 +116,34 @@ def test_real_bundle_loads() -> None:
     ovn = bundle.applications["ovn-bridge"]
     assert ovn.subordinate and ovn.num_units == 0
     assert ovn.options["bridge-mappings"] == "physnet1:br-uplink"
-    assert len(bundle.relations) == 1
+    assert bundle.relations[0] == Relation(
+        Endpoint("lxd", "lxd-member"),
+        Endpoint("ovn-bridge", "lxd-member"),
+        "lxd-member",
+        "container",
+    )
     summary = describe(bundle)
-    assert "2 application(s), 3 unit(s), 1 relation(s)" in summary
+    assert f"{len(bundle.applications)} application(s), 3 unit(s)" in summary
     assert (
         "relation lxd:lxd-member - ovn-bridge:lxd-member (lxd-member, container scope)" in summary
     )
     assert "lxd: charm lxd, 3 unit(s), base ubuntu@24.04/stable, options: mode=cluster" in summary
+
+
+def test_real_bundle_with_the_lab_overlay() -> None:
+    overlay = REAL_BUNDLE.parent / "overlays" / "lab.yaml"
+    bundle = load_bundle(REAL_BUNDLE, overlays=[overlay])
+    assert bundle.applications["lxd"].options["sysctl-tuning"] is False
+    assert bundle.applications["ovn-bridge"].options["datapath-type"] == "netdev"
+    # Applications the overlay adds come after the bundle's, charms relative to the overlay.
+    added = yaml.safe_load(overlay.read_text())["applications"]
+    for name, spec in added.items():
+        if "charm" in spec:
+            assert (
+                bundle.applications[name].charm_dir == (overlay.parent / spec["charm"]).resolve()
+            )
+    plain = load_bundle(REAL_BUNDLE).relations
+    assert bundle.relations[: len(plain)] == plain
 
 
 def test_missing_charm_path(tmp_path: Path) -> None:
@@ -384,3 +406,164 @@ def test_model_skipped_without_common(tmp_path: Path) -> None:
         tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 2}}
     )
     assert load_bundle(path).applications["fake"].options == {"size": 2}
+
+
+# ---------------------------------------------------------------------------- overlays
+
+PROBE_CHARM = REPO / "tests" / "lab" / "charms" / "probe"
+
+CLIENT = """
+    requires:
+      feed:
+        interface: probe-feed
+"""
+
+
+def overlay_of(root: Path, data: dict[str, Any], name: str = "overlay.yaml") -> Path:
+    """An overlay file in ``root/overlays`` (a directory other than the bundle's)."""
+    (root / "overlays").mkdir(exist_ok=True)
+    return write_bundle(root / "overlays", data, name)
+
+
+def overlay_error(bundle: Path, *overlays: Path) -> str:
+    with pytest.raises(BundleError) as exc:
+        load_bundle(bundle, overlays=overlays)
+    return str(exc.value)
+
+
+@pytest.fixture
+def client_bundle(tmp_path: Path) -> Path:
+    """A bundle one directory deeper than the overlays, with one app requiring probe-feed."""
+    fake_charm(tmp_path, "client", CLIENT)
+    (tmp_path / "bundles" / "deep").mkdir(parents=True)
+    apps = {"client": {"charm": "../../charms/client", "num_units": 1}}
+    return write_bundle(tmp_path / "bundles" / "deep", {"applications": apps})
+
+
+def test_overlay_adds_an_application_and_a_relation(tmp_path: Path, client_bundle: Path) -> None:
+    overlay_dir = tmp_path / "overlays"
+    overlay_dir.mkdir()
+    # Relative to the overlay's directory; from the bundle's (deeper) it names no directory.
+    charm = os.path.relpath(PROBE_CHARM, overlay_dir)
+    assert charm.startswith("../")
+    assert not (client_bundle.parent / charm).resolve().is_dir()
+    overlay = overlay_of(
+        tmp_path,
+        {
+            "description": "adds a probe",
+            "applications": {
+                "probe": {"charm": charm, "num_units": 2, "options": {"greeting": "hi"}},
+                "client": {"num_units": 3},
+            },
+            "relations": [["client", "probe"]],
+        },
+    )
+    bundle = load_bundle(client_bundle, overlays=[overlay])
+    assert list(bundle.applications) == ["client", "probe"]
+    probe = bundle.applications["probe"]
+    assert probe.charm_dir == PROBE_CHARM
+    assert (probe.num_units, dict(probe.options), probe.base) == (2, {"greeting": "hi"}, None)
+    assert bundle.applications["client"].num_units == 3  # merged, as before
+    assert bundle.relations == [
+        Relation(Endpoint("client", "feed"), Endpoint("probe", "feed"), "probe-feed", "global")
+    ]
+    assert "relation client:feed - probe:feed (probe-feed, global scope)" in describe(bundle)
+
+
+def test_overlay_relation_to_an_unknown_application(tmp_path: Path, client_bundle: Path) -> None:
+    overlay = overlay_of(tmp_path, {"relations": [["client", "ghost"]]})
+    assert overlay_error(client_bundle, overlay) == (
+        f"{overlay}: relations[0][1]: unknown application 'ghost' (applications: client)"
+    )
+
+
+def test_overlay_repeats_a_bundle_relation(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [["lxd:metrics", "m:scrape"]],
+        lxd={"charm": "../charms/principal", "num_units": 1},
+        m={"charm": "../charms/metrics", "num_units": 1},
+    )
+    again = overlay_of(charms, {"relations": [["m:scrape", "lxd"]]})  # the same, other words
+    assert load_bundle(path, overlays=[again, again]).relations == [
+        Relation(Endpoint("lxd", "metrics"), Endpoint("m", "scrape"), "prometheus", "global")
+    ]
+    twice = overlay_of(charms, {"relations": [["m:logs-in", "lxd"]] * 2}, "twice.yaml")
+    assert overlay_error(path, twice).startswith(
+        f"{twice}: relations[1]: duplicate relation m:logs-in - lxd:metrics"
+    )
+
+
+def test_overlay_errors_name_the_overlay(charms: Path) -> None:
+    path = bundle_of(
+        charms,
+        [],
+        lxd={"charm": "../charms/principal", "num_units": 1, "options": {"ratio": 1}},
+    )
+    overlay_dir = charms / "overlays"
+    cases = {
+        # a key of an application the overlay adds
+        "new": (
+            {"applications": {"m": {"charm": "../charms/metrics", "num_units": 1, "to": [0]}}},
+            "applications.m.to: unsupported key 'to' (supported: charm, num_units,",
+        ),
+        # a charm path the overlay sets is relative to the overlay
+        "charm": (
+            {"applications": {"lxd": {"charm": "./principal"}}},
+            f"applications.lxd.charm: charm directory './principal' "
+            f"({overlay_dir / 'principal'}) does not exist",
+        ),
+        # an option the overlay merges into a bundle application
+        "option": (
+            {"applications": {"lxd": {"options": {"ratio": "x"}}}},
+            "applications.lxd.options.ratio: expected a float",
+        ),
+        "removal": (
+            {"applications": {"lxd": None}},
+            "applications.lxd: null removes an application in a Juju overlay",
+        ),
+        "key": ({"machines": {}}, "machines: unsupported key 'machines' (supported: "),
+    }
+    for name, (data, expected) in cases.items():
+        overlay = overlay_of(charms, data, f"{name}.yaml")
+        assert overlay_error(path, overlay).startswith(f"{overlay}: {expected}"), name
+    # A valid option merges; a subordinate the overlay adds without a principal names both
+    # files (the check runs on the merged bundle).
+    ratio = overlay_of(charms, {"applications": {"lxd": {"options": {"ratio": 2}}}}, "ok.yaml")
+    assert load_bundle(path, overlays=[ratio]).applications["lxd"].options == {"ratio": 2}
+    lonely = overlay_of(charms, {"applications": {"bridge": {"charm": "../charms/bridge"}}})
+    assert overlay_error(path, lonely).startswith(
+        f"{path} (with {lonely}): relations: subordinate 'bridge' must have a container-scoped"
+    )
+
+
+def test_overlay_adds_a_subordinate_with_its_relation(charms: Path) -> None:
+    path = bundle_of(charms, [], lxd={"charm": "../charms/principal", "num_units": 1})
+    overlay = overlay_of(
+        charms,
+        {
+            "applications": {"bridge": {"charm": "../charms/bridge"}},
+            "relations": [["bridge", "lxd"]],
+        },
+    )
+    bundle = load_bundle(path, overlays=[overlay])
+    assert bundle.applications["bridge"].subordinate
+    assert [r.scope for r in bundle.relations] == ["container"]
+
+
+def test_overlay_options_checked_by_the_charm_model(tmp_path: Path) -> None:
+    path = lxd_bundle(tmp_path)
+    ports = {"api-port": 9000, "metrics-port": 9000}
+    overlay = overlay_of(tmp_path, {"applications": {"lxd": {"options": ports}}})
+    message = overlay_error(path, overlay)
+    # The bundle set options too: both files are named.
+    assert message.startswith(f"{path} (with {overlay}): applications.lxd.options")
+    assert "metrics-port must differ from api-port (or be 0)" in message
+
+
+def test_base_a_machine_cannot_present(tmp_path: Path) -> None:
+    message = error_of(lxd_bundle(tmp_path, base="centos@7"))
+    assert (
+        "applications.lxd.base: a lab machine cannot present base 'centos@7' "
+        "(known: ubuntu@20.04, ubuntu@22.04, ubuntu@24.04)" in message
+    )

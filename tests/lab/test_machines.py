@@ -13,11 +13,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lab import machines, procs
+from lab.bundle import load_bundle
 from lab.machines import Lab, Machine
+from lab.model import Model
 
 from .conftest import machine_lab
 
@@ -191,3 +194,88 @@ def test_destroy_cleans_up_a_half_created_lab() -> None:
     assert not os.path.exists(root)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert lab.prefix not in netns
+
+
+# -- the base a machine presents -------------------------------------------------------------
+
+PLATFORM_ID = "import platform; print(platform.freedesktop_os_release()['ID'])"
+
+
+def _read(machine: Machine, path: str) -> str:
+    result = machine.run(["cat", path], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_machine_presents_its_base() -> None:
+    with open("/etc/os-release") as f:
+        host_os_release = f.read()
+    host_link = os.path.islink("/etc/os-release") and os.readlink("/etc/os-release")
+    root = tempfile.mkdtemp(prefix="lab-machines-")
+    lab = Lab(root)
+    try:
+        noble = lab.create_machine("noble", base="ubuntu@24.04")
+        jammy = lab.create_machine("jammy", base="ubuntu@22.04/stable")
+        plain = lab.create_machine("plain")
+        with pytest.raises(ValueError, match="cannot present base 'centos@7'"):
+            lab.create_machine("centos", base="centos@7")
+        assert [(m.name, m.base) for m in Lab.open(root).machines()] == [
+            ("noble", "ubuntu@24.04"),
+            ("jammy", "ubuntu@22.04"),
+            ("plain", None),
+        ]
+
+        os_release = _read(noble, "/etc/os-release").splitlines()
+        assert 'NAME="Ubuntu"' in os_release and 'VERSION_ID="24.04"' in os_release
+        assert {"ID=ubuntu", "ID_LIKE=debian", "VERSION_CODENAME=noble"} <= set(os_release)
+        assert any(
+            line.startswith('PRETTY_NAME="Ubuntu 24.04 (lab machine; ') for line in os_release
+        )
+        found = noble.run(["python3", "-c", PLATFORM_ID], capture_output=True, text=True)
+        assert found.stdout == "ubuntu\n", found.stderr
+        assert "VERSION_CODENAME=jammy" in _read(jammy, "/etc/os-release").splitlines()
+        # The generated files live under the machine's state dir.
+        assert os.path.isfile(os.path.join(noble.state_dir, "os-release"))
+
+        # Without a base: the host's file. The host's own files are untouched.
+        assert _read(plain, "/etc/os-release") == host_os_release
+        with open("/etc/os-release") as f:
+            assert f.read() == host_os_release
+        assert (os.path.islink("/etc/os-release") and os.readlink("/etc/os-release")) == host_link
+
+        # A removed machine takes its files; the other machine keeps its own.
+        assert lab.destroy_machine("noble") == []
+        assert not os.path.exists(noble.state_dir)
+        assert "VERSION_CODENAME=jammy" in _read(jammy, "/etc/os-release").splitlines()
+    finally:
+        left = lab.destroy()
+    assert left == []
+    assert not os.path.exists(root)
+    with open("/etc/os-release") as f:
+        assert f.read() == host_os_release
+
+
+def test_the_model_gives_a_principal_unit_the_base_of_its_application(tmp_path: Path) -> None:
+    charms = os.path.join(os.path.dirname(os.path.abspath(__file__)), "charms")
+    bundle = tmp_path / "bundle.yaml"
+    bundle.write_text(
+        "default-base: ubuntu@24.04\napplications:\n"
+        f"  probe:\n    charm: {charms}/probe\n    num_units: 1\n"
+        f"  probe-sub:\n    charm: {charms}/probe-sub\n"
+        "relations:\n  - [probe:host, probe-sub:host]\n"
+    )
+    root = str(tmp_path / "model")
+    model = Model.create(root)
+    try:
+        model.deploy(load_bundle(bundle))  # records and creates machines; no hook runs
+        model.add_unit("probe-sub", machine=model.unit("probe/0")["machine"], principal="probe/0")
+        machine = model.machine_of("probe/0")
+        assert machine.base == "ubuntu@24.04"
+        assert len(model.lab.machines()) == 1  # the subordinate is on its principal's
+        assert "VERSION_CODENAME=noble" in _read(machine, "/etc/os-release").splitlines()
+        assert model.status()["machines"][machine.name]["base"] == {
+            "name": "ubuntu",
+            "channel": "24.04",
+        }
+    finally:
+        assert Lab(root).destroy() == []

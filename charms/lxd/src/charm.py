@@ -283,12 +283,23 @@ class LXDCharm(ops.CharmBase):
         # Tell the issuer we are ready for a token before we look for one.
         self.peers.publish(self.member_name, self._cluster_address(config), clustered=False)
         token, keys = self._granted_join_token()
+        values = self._member_values(config, requests)
+        # An object a subordinate asked for has this machine's value only from that
+        # subordinate (a ceph pool's source needs its files); LXD's default would fail it.
+        created = self.peers.created_objects()
+        lacking = [
+            f"{k.entity} {k.name} {k.key}"
+            for k in keys
+            if f"{k.entity}/{k.name}" in created and (k.entity, k.name, k.key) not in values
+        ]
+        if lacking:
+            raise waiting(f"waiting for a subordinate to give {', '.join(lacking)} to join")
         try:
             self.lxd.join_cluster(
                 token,
                 self.member_name,
                 self._cluster_address(config),
-                fill_member_config(keys, self._member_values(config, requests)),
+                fill_member_config(keys, values),
             )
         except JoinTokenError as exc:
             raise blocked(f"join token rejected: {exc}") from None

@@ -14,15 +14,17 @@ from typing import Protocol
 
 import yaml
 
+from charm_common import packages
 from lxd import LXDPaths
 
 logger = logging.getLogger(__name__)
 
 SNAP = "/usr/bin/snap"
-APT_GET = "/usr/bin/apt-get"
 DPKG_QUERY = "/usr/bin/dpkg-query"
 SYSTEMCTL = "/usr/bin/systemctl"
-DEB_PACKAGES = ("lxd", "lxd-client")
+# LXD detects its storage drivers when it starts: the ceph client tools must be there
+# first for the ``ceph`` driver (ceph-link's pools); the snap ships them itself.
+DEB_PACKAGES = ("lxd", "lxd-client", "ceph-common")
 
 
 class InstallError(Exception):
@@ -138,11 +140,10 @@ class DebInstaller:
     def install(self, channel: str, cohort: str) -> bool:
         """``apt-get install`` the packages (channel/cohort don't apply to packages)."""
         del channel, cohort
-        if self.installed_version() is not None:
-            return False
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        _run([APT_GET, "install", "-y", "--no-install-recommends", *DEB_PACKAGES], env=env)
-        return True
+        try:
+            return packages.install(DEB_PACKAGES)
+        except packages.PackageError as exc:
+            raise InstallError(str(exc)) from None
 
     def _pid_alive(self) -> bool:
         """Whether the pid in ``lxd.pid`` is a live ``lxd`` (not a zombie, not a reused pid)."""

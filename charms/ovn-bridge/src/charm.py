@@ -12,7 +12,7 @@ import logging
 import ops
 
 import ovn
-from charm_common import certs
+from charm_common import certs, packages
 from charm_common.lxd_member import (
     InvalidMemberDataError,
     LXDMemberRequirer,
@@ -88,12 +88,14 @@ class OVNBridgeCharm(ops.CharmBase):
             self._statuses.append(ops.WaitingStatus(f"OVN is not answering: {exc}"))
         except ovn.OVNError as exc:
             self._statuses.append(ops.BlockedStatus(f"OVN: {exc}"))
+        except packages.PackageError as exc:
+            self._statuses.append(ops.BlockedStatus(f"installing OVN: {exc}"))
 
     # -- steps -------------------------------------------------------------------------
 
     def _install(self) -> None:
-        if ovn.packages_missing():
-            ovn.install_packages()
+        if packages.install(ovn.PACKAGES):
+            logger.info("installed %s", ", ".join(ovn.PACKAGES))
 
     def _ensure_ca(self) -> dict[str, str]:
         """The leader makes the cluster CA once; its key stays in an app-owned secret.

@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 NB_PORT, SB_PORT, NB_RAFT_PORT, SB_RAFT_PORT = 6641, 6642, 6643, 6644
 
-APT_GET = "/usr/bin/apt-get"
-DPKG_QUERY = "/usr/bin/dpkg-query"
 SYSTEMCTL = "/usr/bin/systemctl"
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 OVN_CTL = "/usr/share/ovn/scripts/ovn-ctl"
@@ -218,32 +216,6 @@ def _host(address: str) -> str:
 def connection_string(addresses: Sequence[str], port: int) -> str:
     """``ssl:A:port,ssl:B:port`` for ``addresses`` in the given order (IPv6 in brackets)."""
     return ",".join(f"ssl:{_host(a)}:{port}" for a in addresses)
-
-
-# ---------------------------------------------------------------------------- packages
-
-
-def packages_missing() -> list[str]:
-    """The OVS/OVN packages that are not installed."""
-    missing = []
-    for package in PACKAGES:
-        try:
-            status = _run([DPKG_QUERY, "-W", "-f=${Status}", package])
-        except OVNError:
-            status = ""
-        if not status.strip().endswith(" installed"):
-            missing.append(package)
-    return missing
-
-
-def install_packages() -> bool:
-    """``apt-get install`` the OVS/OVN packages when any is missing; whether it installed."""
-    if not packages_missing():
-        return False
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    argv = [APT_GET, "install", "-y", "--no-install-recommends", *PACKAGES]
-    _run(argv, timeout=900, env=env)
-    return True
 
 
 # ---------------------------------------------------------------------------- daemons

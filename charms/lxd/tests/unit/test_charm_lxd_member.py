@@ -349,6 +349,34 @@ def test_joiner_sends_values_for_objects_newer_than_its_token(ctx_unit1, lxd):
     ]
 
 
+def test_joiner_waits_for_the_value_of_a_subordinates_object(ctx_unit1, lxd):
+    # GIVEN the cluster has ceph-link's pool, and this machine's ceph-link asks for nothing yet
+    keys = [{"entity": "storage-pool", "name": "remote", "key": "source", "description": ""}]
+    secret = testing.Secret({"token": TOKEN.encode(), "member-config": json.dumps(keys)})
+    cluster = peer(
+        app={**BOOTSTRAPPED, "created-objects": json.dumps(["storage-pool/remote"])},
+        peers={0: {**member_peer(0), "join-tokens": json.dumps({"lxd/1": secret.id})}},
+    )
+    idle = MemberRequest("ceph-link", ready=True)
+    state = testing.State(relations=[cluster, subordinate(idle)], secrets=[secret])
+    # WHEN the unit could join
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN it does not join with LXD's default source (no ceph files here): it waits
+    lxd.join_cluster.assert_not_called()
+    assert out.unit_status == testing.WaitingStatus(
+        "waiting for a subordinate to give storage-pool remote source to join"
+    )
+    # AND once ceph-link asks for the pool, the join carries its source
+    out = ctx_unit1.run(
+        ctx_unit1.on.update_status(),
+        testing.State(relations=[cluster, subordinate(CEPH_REQUEST)], secrets=[secret]),
+    )
+    (_, _, _, member_config), _ = lxd.join_cluster.call_args
+    assert {"entity": "storage-pool", "name": "remote", "key": "source", "value": "lxd"} in (
+        member_config
+    )
+
+
 def test_issuer_holds_tokens_back_while_a_network_is_errored(ctx, lxd):
     # GIVEN lxd/1 waits to join, and UPLINK failed on some member
     lxd.errored_networks.return_value = ["UPLINK"]

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
 
 import installer
+from charm_common import packages
 from installer import (
-    APT_GET,
     DPKG_QUERY,
     SNAP,
     SYSTEMCTL,
@@ -271,34 +272,27 @@ def test_deb_not_installed_states_are_not_installed(run, out):
     assert DebInstaller(systemd=True).installed_version() is None
 
 
-def test_deb_install(run):
-    # GIVEN the package is not installed
-    run.on([DPKG_QUERY, "-W", "-f=${Status} ${Version}", "lxd"], InstallError("no packages"))
+def test_deb_install_installs_what_is_missing(monkeypatch):
+    # GIVEN the shared package helper (channel and cohort do not apply to packages)
+    install = MagicMock(return_value=True)
+    monkeypatch.setattr("charm_common.packages.install", install)
 
-    # WHEN it is installed (channel and cohort do not apply)
+    # WHEN LXD is installed
     installed = DebInstaller(systemd=True).install("5.21/stable", "MSBzn1k2")
 
-    # THEN apt-get installs both packages, non-interactively, keeping the environment
+    # THEN LXD, its client and the ceph tools (needed before LXD starts) are asked for
     assert installed is True
-    apt = run.calls[-1]
-    assert apt.argv == [
-        "/usr/bin/apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "lxd",
-        "lxd-client",
-    ]
-    assert apt.env["DEBIAN_FRONTEND"] == "noninteractive"
-    assert apt.env["PATH"] == os.environ["PATH"]
-    assert APT_GET == apt.argv[0]
+    install.assert_called_once_with(("lxd", "lxd-client", "ceph-common"))
 
 
-def test_deb_install_when_installed(run):
-    run.on([DPKG_QUERY, "-W", "-f=${Status} ${Version}", "lxd"], "install ok installed 5.0.2-5")
+def test_deb_install_failure_is_an_install_error(monkeypatch):
+    monkeypatch.setattr(
+        "charm_common.packages.install",
+        MagicMock(side_effect=packages.PackageError("apt-get install lxd failed: no space")),
+    )
 
-    assert DebInstaller(systemd=True).install("", "") is False
-    assert len(run.calls) == 1
+    with pytest.raises(InstallError, match="no space"):
+        DebInstaller(systemd=True).install("", "")
 
 
 def test_deb_ensure_running_with_systemd(run, monkeypatch):

@@ -59,8 +59,7 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Machine:
     monkeypatch.setattr("ovn.ensure_private_key", m.ensure_private_key)
     monkeypatch.setattr("ovn.read_private_key", m.read_private_key)
     monkeypatch.setattr("ovn.write_tls_files", m.write_tls_files)
-    monkeypatch.setattr("ovn.packages_missing", lambda: [])
-    monkeypatch.setattr("ovn.install_packages", MagicMock(return_value=True))
+    monkeypatch.setattr("charm_common.packages.install", MagicMock(return_value=False))
     return m
 
 

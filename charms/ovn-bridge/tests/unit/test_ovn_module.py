@@ -257,27 +257,6 @@ def test_connection_string_keeps_order_and_brackets_ipv6() -> None:
     assert ovn.connection_string([], 6642) == ""
 
 
-# ---------------------------------------------------------------------------- packages
-
-
-def test_packages_missing_asks_dpkg_about_each(run: FakeRun) -> None:
-    run.on(ovn.DPKG_QUERY, answer="install ok installed")
-    run.on(ovn.DPKG_QUERY, "-W", "-f=${Status}", "ovn-host", answer=OVNError("no packages"))
-    run.on(ovn.DPKG_QUERY, "-W", "-f=${Status}", "ovn-central", answer="deinstall ok config-files")
-    assert ovn.packages_missing() == ["ovn-central", "ovn-host"]
-
-
-def test_install_packages_only_when_missing(run: FakeRun) -> None:
-    run.on(ovn.DPKG_QUERY, answer="install ok installed")
-    assert ovn.install_packages() is False
-    assert not run.matching(ovn.APT_GET)
-    run.on(ovn.DPKG_QUERY, "-W", "-f=${Status}", "ovn-host", answer="")
-    assert ovn.install_packages() is True
-    assert run.matching(ovn.APT_GET) == [
-        [ovn.APT_GET, "install", "-y", "--no-install-recommends", *ovn.PACKAGES]
-    ]
-
-
 # ---------------------------------------------------------------------------- cluster/status
 
 
