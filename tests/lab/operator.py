@@ -44,6 +44,16 @@ def units(root: str, app: str = "lxd") -> dict[str, dict]:
     return status(root)["applications"][app]["units"]
 
 
+def subordinates(root: str, app: str) -> dict[str, dict]:
+    """The units of subordinate application ``app``, from the lxd units they sit on."""
+    found = {}
+    for unit in units(root).values():
+        found.update(
+            {n: u for n, u in unit.get("subordinates", {}).items() if n.startswith(app + "/")}
+        )
+    return found
+
+
 def leader(root: str) -> str:
     (name,) = [name for name, unit in units(root).items() if unit["leader"]]
     return name

@@ -17,7 +17,7 @@ import os
 import pytest
 import yaml
 
-from .operator import BUNDLE, OVERLAY, lab, members, model_root, units
+from .operator import BUNDLE, OVERLAY, lab, members, model_root, subordinates, units
 
 pytestmark = pytest.mark.ordered_steps
 
@@ -59,15 +59,6 @@ def storage_pools(root: str, unit: str) -> dict[str, list[str]]:
 def pool_on_member(root: str, member: str) -> dict:
     show = ["lxc", "storage", "show", POOL, "--target", member]
     return yaml.safe_load(lab(root, "exec", "lxd/0", "--", *show).stdout)
-
-
-def subordinates(root: str, app: str) -> dict[str, dict]:
-    found = {}
-    for unit in units(root).values():
-        found.update(
-            {n: u for n, u in unit.get("subordinates", {}).items() if n.startswith(app + "/")}
-        )
-    return found
 
 
 def assert_ceph_ready_on(root: str, lxd_units: list[str]) -> None:

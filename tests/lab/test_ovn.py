@@ -17,7 +17,7 @@ import yaml
 
 from lab import hosts
 
-from .operator import BUNDLE, OVERLAY, lab, model_root, status, units
+from .operator import BUNDLE, OVERLAY, lab, model_root, status, subordinates, units
 
 pytestmark = pytest.mark.ordered_steps
 
@@ -50,11 +50,7 @@ def servers(view: dict) -> list[str]:
 
 
 def ovn_units(root: str) -> dict[str, dict]:
-    """ovn-bridge units by name, from the subordinates of the lxd units."""
-    found = {}
-    for unit in units(root).values():
-        found.update(unit.get("subordinates", {}))
-    return found
+    return subordinates(root, "ovn-bridge")
 
 
 def northbound_connection(root: str, unit: str) -> str:
@@ -161,7 +157,8 @@ def test_bad_config_is_refused_and_changes_nothing(root: str):
 
 
 def test_removing_a_central_unit_leaves_two_servers_that_accept_writes(root: str):
-    (gone,) = units(root)["lxd/2"]["subordinates"]  # its ovn-bridge unit goes with it
+    # its ovn-bridge unit goes with it
+    (gone,) = [s for s in units(root)["lxd/2"]["subordinates"] if s.startswith("ovn-bridge/")]
     before = sorted(ovn_units(root))
 
     lab(root, "remove-unit", "lxd/2", "--timeout", TIMEOUT)
