@@ -895,13 +895,17 @@ def charm_application(
     return app
 
 
-def relation_between(apps: Mapping[str, Application], a: str, b: str) -> Relation:
+def relation_between(
+    apps: Mapping[str, Application], a: str, b: str, verb: str = "relate"
+) -> Relation:
     """The relation ``a`` - ``b`` (``app[:endpoint]`` each) means among ``apps``.
+
+    ``verb`` (the ``lab`` command asking) starts the error messages.
 
     Raises:
         BundleError: an unknown application or endpoint, no or several matching pairs.
     """
-    return _load_relation(_Where("relate"), 0, [a, b], apps)
+    return _load_relation(_Where(verb), 0, [a, b], apps)
 
 
 def option_value(app: Application, name: str, text: str) -> Any:

@@ -3,9 +3,9 @@
     lab deploy BUNDLE [--overlay FILE]...   lab status [--format json]
     lab add-unit APP [-n N]                 lab remove-unit UNIT...
     lab config APP [key=value...]           lab relate A[:ep] B[:ep]
-    lab run UNIT ACTION [key=value...]      lab exec UNIT -- CMD...
-    lab wait                                lab resolved UNIT
-    lab destroy
+    lab remove-relation A[:ep] B[:ep]       lab run UNIT ACTION [key=value...]
+    lab exec UNIT -- CMD...                 lab wait
+    lab resolved UNIT                       lab destroy
 
 Commands that change the model run its hooks until it is idle before they return (as
 ``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
@@ -196,6 +196,13 @@ def cmd_relate(args: argparse.Namespace) -> int:
     return _settle(model, args)
 
 
+def cmd_remove_relation(args: argparse.Namespace) -> int:
+    """Remove a relation: each side departs the other's units, then relation-broken."""
+    model = Model(args.root)
+    model.remove_relation(model.find_relation(args.a, args.b))
+    return _settle(model, args)
+
+
 def _params(model: Model, unit: str, action: str, items: Sequence[str]) -> dict[str, Any]:
     spec = model.apps[model.unit(unit)["app"]]["actions"].get(action) or {}
     declared = spec.get("params") or {}
@@ -297,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     relate = verb("relate", cmd_relate)
     relate.add_argument("a")
     relate.add_argument("b")
+    unrelate = verb("remove-relation", cmd_remove_relation)
+    unrelate.add_argument("a")
+    unrelate.add_argument("b")
     run = verb("run", cmd_run)
     run.add_argument("unit")
     run.add_argument("action")

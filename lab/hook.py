@@ -109,7 +109,10 @@ def _state(request: Mapping[str, Any]) -> Any:
         testing.Network(binding, [testing.BindAddress([testing.Address(address)])])
         for binding, address in request.get("bindings", {}).items()
     }
+    # A machine model ("lxd" is what Juju calls a model of machines on the localhost cloud).
+    model = {**(request.get("model") or {}), "type": "lxd"}
     return testing.State(
+        model=testing.Model(**model),
         leader=request.get("leader", False),
         config=request.get("config", {}),
         relations=[_relation(r) for r in request.get("relations", [])],

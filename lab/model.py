@@ -8,6 +8,7 @@ stopped. It keeps what a Juju controller keeps:
   principal for a subordinate, life, workload and agent status, opened ports, the hooks
   still to run);
 * relations (peer, regular, container-scoped) with one databag per application and per unit,
+  their life (``dying`` once removed, until every unit in them has run ``relation-broken``),
   and for every unit which remote units it has seen join (``relation-list``);
 * Juju secrets: owner (a unit or an application), revisions, the owner's label, grants per
   relation, and per observer the revision it tracks and its own label.
@@ -19,8 +20,12 @@ does: ``install`` → ``relation-created`` → ``leader-elected`` → ``config-c
 application databag → ``relation-changed`` at the units that see it; a new secret revision
 → ``secret-changed`` at the units that track it; on removal ``relation-departed`` on both
 sides → ``relation-broken`` → ``stop`` → ``remove``, then the machine is wiped and, if the
-leader went, another unit is elected (``leader-elected``). A failed hook is retried with
-backoff (its changes discarded) and leaves its unit in error after :data:`HOOK_ATTEMPTS`.
+leader went, another unit is elected (``leader-elected``); on ``remove-relation`` every unit
+of both sides that took part departs every remote unit it has seen join, then gets
+``relation-broken``, and the relation is gone with its databags and relation-scoped secret
+grants (a container-scoped one takes the subordinate's units on those principals with it). A
+failed hook is retried with backoff (its changes discarded) and leaves its unit in error
+after :data:`HOOK_ATTEMPTS`.
 
 When no hook is queued, every unit gets ``update-status`` (Juju's timer, here every
 :data:`UPDATE_STATUS_INTERVAL` seconds). The model is idle when such a round changes nothing
@@ -35,6 +40,7 @@ import fcntl
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -100,6 +106,9 @@ class Model:
         os.chmod(root, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
         Lab(root)
         state = {
+            # Juju's model name and uuid: fixed for the model's life (charms derive names
+            # and topology labels from them).
+            "model": {"name": "lab", "uuid": str(uuid.uuid4())},
             "applications": {},
             "units": {},
             "relations": {},
@@ -251,8 +260,17 @@ class Model:
             "scope": scope,
             "app_data": {a: {} for a, _ in ends},
             "members": [],
+            "life": "alive",
         }
         return rid
+
+    def _dying(self, rid: str) -> bool:
+        """Whether relation ``rid`` is being removed (models saved before it had no life)."""
+        return self.relations[rid].get("life", "alive") != "alive"
+
+    def _describe(self, rid: str) -> str:
+        """``app:endpoint - app:endpoint`` (a peer relation: ``app:endpoint``)."""
+        return " - ".join(f"{e['app']}:{e['endpoint']}" for e in self.relations[rid]["endpoints"])
 
     def relate(self, relation: bundles.Relation) -> str:
         """Add ``relation``; units already running get ``relation-created`` and join it."""
@@ -260,8 +278,13 @@ class Model:
             (relation.a.application, relation.a.name),
             (relation.b.application, relation.b.name),
         }
-        for record in self.relations.values():
+        for rid, record in self.relations.items():
             if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
+                if self._dying(rid):
+                    raise ModelError(
+                        f"relation {relation.a} - {relation.b} is being removed: "
+                        "'lab wait' until it is gone, then relate again"
+                    )
                 raise ModelError(f"relation {relation.a} - {relation.b} already exists")
         ends = [
             (relation.a.application, relation.a.name),
@@ -312,14 +335,15 @@ class Model:
             "address": self.lab.machine(machine).address,
         }
         self._queue(name, _event("install"))
-        for rid in self._app_relations(app):
+        joining = [rid for rid in self._app_relations(app) if not self._dying(rid)]
+        for rid in joining:
             self._queue(name, _event("relation_created", relation=rid))
         if record["leader"] is None:
             record["leader"] = name
             self._queue(name, _event("leader_elected"))
         for step in ("config_changed", "start"):
             self._queue(name, _event(step))
-        for rid in self._app_relations(app):
+        for rid in joining:
             self._queue(name, _event(ENTER, relation=rid))
         return name
 
@@ -365,6 +389,117 @@ class Model:
             self._queue(name, _event("relation_broken", relation=rid))
         for step in ("stop", "remove", GONE):
             self._queue(name, _event(step))
+
+    def find_relation(self, a: str, b: str) -> str:
+        """The id of the relation ``a`` - ``b`` (``app[:endpoint]`` each).
+
+        The pair is resolved from the charms' endpoints as ``lab relate`` resolves it, then
+        looked up among the model's relations.
+
+        Raises:
+            ModelError: a peer relation (those cannot be removed), or no such relation.
+            lab.bundle.BundleError: an unknown application or endpoint, no or several pairs.
+        """
+        sides = [side.partition(":") for side in (a, b)]
+        for (app, _, endpoint), text in zip(sides, (a, b), strict=True):
+            spec = (self.apps.get(app) or {}).get("endpoints", {}).get(endpoint)
+            if spec and spec["role"] == "peers":
+                raise ModelError(f"{text} is a peer relation: peer relations cannot be removed")
+        if sides[0][0] == sides[1][0] and sides[0][0] in self.apps:
+            raise ModelError(
+                f"{a} - {b}: an application relates to itself only over its peer relations, "
+                "which cannot be removed"
+            )
+        apps = {name: self.application(name) for name in self.apps}
+        wanted = bundles.relation_between(apps, a, b, verb="remove-relation")
+        pair = {(wanted.a.application, wanted.a.name), (wanted.b.application, wanted.b.name)}
+        for rid, record in self.relations.items():
+            if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
+                return rid
+        existing = [
+            self._describe(r) for r, rel in self.relations.items() if len(rel["endpoints"]) > 1
+        ]
+        raise ModelError(
+            f"no relation {wanted.a} - {wanted.b} (relations: {', '.join(existing) or 'none'})"
+        )
+
+    def remove_relation(self, rid: str) -> None:
+        """Start removing relation ``rid`` (``juju remove-relation``).
+
+        Every living unit that took part in it (its ``relation-created`` ran) gets
+        ``relation-departed`` for each remote unit it has seen join, in name order as Juju's
+        uniter departs them and with ``JUJU_DEPARTING_UNIT`` that remote unit, then
+        ``relation-broken``; the relation's hooks still queued are dropped (nobody joins a
+        dying relation; a unit that never saw a remote unit join is not told it departs).
+        Once the last unit has run ``relation-broken`` the relation is gone, with its
+        databags and the secret grants scoped to it (:meth:`_forget_relation`).
+
+        A container-scoped relation also removes the subordinate's units on the principals
+        (unless another container-scoped relation ties the two applications): they leave all
+        their relations, then ``stop`` and ``remove``, as a removed unit does.
+
+        Raises:
+            ModelError: a peer relation, or one already being removed.
+        """
+        relation = self.relations[rid]
+        if len(relation["endpoints"]) == 1:
+            raise ModelError(f"{self._describe(rid)} is a peer relation: it cannot be removed")
+        if self._dying(rid):
+            raise ModelError(f"relation {self._describe(rid)} is already being removed")
+        relation["life"] = "dying"
+        if relation["scope"] == "container":
+            self._remove_subordinates(rid)
+        apps = {e["app"] for e in relation["endpoints"]}
+        for name, unit in self.units.items():
+            if unit["app"] not in apps or unit["life"] != "alive":
+                continue  # a dying unit already has its departed and broken hooks queued
+            held = unit["queue"][:1] if unit["agent"] == "error" else []  # retried first
+            rest = unit["queue"][len(held) :]
+            unit["queue"] = held + [e for e in rest if e.get("relation") != rid]
+            if rid in unit["relations"]:
+                self._queue(name, _event(LEAVE, relation=rid))
+                self._queue(name, _event("relation_broken", relation=rid))
+        self._forget_if_done(rid)
+        self.save()
+
+    def _remove_subordinates(self, rid: str) -> None:
+        """The subordinate's units on the principals of container-scoped ``rid`` go."""
+        ends = [e["app"] for e in self.relations[rid]["endpoints"]]
+        subs = [app for app in ends if self.apps[app]["subordinate"]]
+        if len(subs) != 1:
+            return  # two subordinates: neither is the other's principal
+        (sub_app,) = subs
+        (principal_app,) = [app for app in ends if app != sub_app]
+        for other, record in self.relations.items():
+            if other != rid and record["scope"] == "container" and not self._dying(other):
+                if {e["app"] for e in record["endpoints"]} == set(ends):
+                    return  # still tied by another container-scoped relation
+        for name, unit in self.units.items():
+            principal = self.units.get(unit["principal"] or "")
+            if unit["app"] == sub_app and unit["life"] == "alive":
+                if principal is not None and principal["app"] == principal_app:
+                    self._start_leaving(name)
+
+    def _forget_if_done(self, rid: str) -> None:
+        """Forget dying relation ``rid`` once no unit takes part in it any more."""
+        if rid not in self.relations or not self._dying(rid):
+            return
+        if not any(rid in unit["relations"] for unit in self.units.values()):
+            self._forget_relation(rid)
+
+    def _forget_relation(self, rid: str) -> None:
+        """Relation ``rid`` is gone: its databags, and the secret grants scoped to it.
+
+        A unit that no other grant lets see a secret stops observing it (no
+        ``secret-changed``; the secret is no longer in its hooks).
+        """
+        del self.relations[rid]
+        for secret in self.secrets.values():
+            secret["grants"].pop(rid, None)
+            granted = {n for names in secret["grants"].values() for n in names}
+            for observer in list(secret["observers"]):
+                if observer not in granted and observer.rsplit("/", 1)[0] not in granted:
+                    del secret["observers"][observer]
 
     def set_config(self, app: str, values: Mapping[str, Any]) -> None:
         """Change ``app``'s options (validated like a bundle's); ``config-changed`` everywhere."""
@@ -471,6 +606,7 @@ class Model:
             "relations": [self._relation_request(name, rid) for rid in unit["relations"]],
             "secrets": [s for s in secrets if s is not None],
             "planned_units": len(self.alive_units(unit["app"])),
+            "model": self.s.get("model", {}),
             "event": hook_event,
         }
 
@@ -480,19 +616,25 @@ class Model:
         unit = self.units[name]
         relation = self.relations[rid]
         changed = False
+        # A dying relation changes nothing for the others: Juju's uniter sees it empty.
+        dying = self._dying(rid)
         data = out["local_unit_data"]
         if data != unit["data"].get(rid, {}):
             unit["data"][rid] = data
             changed = True
-            for other, record in self.units.items():
-                if name in record["seen"].get(rid, []):
+            for other in [] if dying else list(self.units):
+                if name in self.units[other]["seen"].get(rid, []):
                     self._queue(other, _event("relation_changed", relation=rid, remote_unit=name))
         app_data = out.get("local_app_data")
         if app_data is not None and app_data != relation["app_data"][unit["app"]]:
             relation["app_data"][unit["app"]] = app_data
             changed = True
-            for other in relation["members"]:
-                if other != name and self._visible(rid, name, other):
+            for other in [] if dying else relation["members"]:
+                # A unit that has seen no remote unit join yet reads the application data
+                # in the relation-changed that follows its first relation-joined (ops and
+                # Scenario have no relation-changed without any remote unit).
+                seen = self.units[other]["seen"].get(rid, [])
+                if other != name and seen and self._visible(rid, name, other):
                     self._queue(other, _event("relation_changed", relation=rid))
         return changed
 
@@ -578,6 +720,8 @@ class Model:
         It and every unit in scope that it sees get ``relation-joined`` and
         ``relation-changed`` for each other.
         """
+        if rid not in self.relations or self._dying(rid):
+            return  # removed before this unit could enter it
         relation = self.relations[rid]
         if name in relation["members"]:
             return
@@ -598,7 +742,10 @@ class Model:
             return
         if not self.apps[sub_app]["subordinate"] or unit["life"] != "alive":
             return
-        if not any(u["principal"] == name and u["app"] == sub_app for u in self.units.values()):
+        if not any(
+            u["principal"] == name and u["app"] == sub_app and u["life"] == "alive"
+            for u in self.units.values()
+        ):  # one that is still going (its relation was removed) does not count
             self.add_unit(sub_app, machine=unit["machine"], principal=name)
 
     def _leave(self, name: str, rid: str) -> None:
@@ -607,19 +754,31 @@ class Model:
         It gets ``relation-departed`` for every unit it has seen join and not seen depart
         (in scope or not); every unit in scope that has seen it gets one for it, ahead of its
         own teardown when it is dying too (its queue ends with its removal).
+
+        From a dying relation (``remove-relation``) every unit leaves on its own: it departs
+        the units it has seen in name order (Juju's uniter sorts them), and the departing
+        unit is the remote one unless this unit is dying itself (as Juju's uniter decides).
         """
         relation = self.relations[rid]
         if name in relation["members"]:
             relation["members"].remove(name)
-        for other in relation["members"]:
+        dying = self._dying(rid)
+        for other in [] if dying else relation["members"]:
             if name in self.units[other]["seen"].get(rid, []):
                 event = _event(
                     "relation_departed", relation=rid, remote_unit=name, departing_unit=name
                 )
                 self._queue(other, event, front=self.units[other]["life"] != "alive")
+        seen = self.units[name]["seen"].get(rid, [])
+        alive = self.units[name]["life"] == "alive"
         departing = [
-            _event("relation_departed", relation=rid, remote_unit=other, departing_unit=name)
-            for other in self.units[name]["seen"].get(rid, [])
+            _event(
+                "relation_departed",
+                relation=rid,
+                remote_unit=other,
+                departing_unit=other if dying and alive else name,
+            )
+            for other in (sorted(seen) if dying else seen)
         ]
         for event in reversed(departing):
             self._queue(name, event, front=True)
@@ -705,6 +864,7 @@ class Model:
             unit["relations"].remove(event["relation"])
             unit["data"].pop(event["relation"], None)
             unit["seen"].pop(event["relation"], None)
+            self._forget_if_done(event["relation"])
         elif event["name"] == "start":
             unit["started"] = True
 

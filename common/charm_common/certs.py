@@ -164,6 +164,19 @@ def sign_csr(csr_pem: str, ca_key_pem: str, ca_cert_pem: str, days: int = CERT_D
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def client_certificate(
+    common_name: str, sans: Iterable[str] = (), days: int = CERT_DAYS
+) -> tuple[str, str]:
+    """A new key and a certificate for it: ``(private key PEM, certificate PEM)``.
+
+    For a client that presents its own certificate (LXD trusts it by fingerprint): issued
+    by a throwaway CA, whose key is not kept.
+    """
+    ca_key, ca_cert = generate_ca(f"{common_name} issuer")
+    key = generate_private_key()
+    return key, sign_csr(make_csr(key, common_name, sans), ca_key, ca_cert, days)
+
+
 def certificate_sans(cert_pem: str) -> set[str]:
     """The IP addresses and DNS names a certificate (or a CSR) is for."""
     try:

@@ -8,7 +8,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from lab import procs
+import pytest
+
+from lab import machines, procs
 from lab.machines import Lab
 
 
@@ -27,3 +29,24 @@ def machine_lab(prefix: str, names: Sequence[str]) -> Iterator[Lab]:
         if os.path.isdir(root) and not procs.mounts_under(root):
             shutil.rmtree(root, ignore_errors=True)
         assert not left, left
+
+
+@contextlib.contextmanager
+def bundle_model_root(prefix: str, bundle: str) -> Iterator[str]:
+    """A model root (not created yet) next to ``bundle.yaml`` holding ``bundle``.
+
+    What is left of its lab is destroyed afterwards; skips where machines cannot be made.
+    """
+    reason = machines.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    with open(os.path.join(tmp, "bundle.yaml"), "w") as f:
+        f.write(bundle)
+    model_root = os.path.join(tmp, "model")
+    try:
+        yield model_root
+    finally:
+        if os.path.exists(os.path.join(model_root, "machines.json")):
+            Lab(model_root).destroy()
+        shutil.rmtree(tmp, ignore_errors=True)

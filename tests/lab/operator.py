@@ -107,5 +107,12 @@ def model_root(prefix: str) -> Iterator[str]:
     try:
         yield path
     finally:
+        keep = os.environ.get("LAB_KEEP_LOGS")  # a directory to copy the units' logs to
+        if keep and os.path.isdir(os.path.join(path, "logs")):
+            shutil.copytree(
+                os.path.join(path, "logs"),
+                os.path.join(keep, prefix.strip("-")),
+                dirs_exist_ok=True,
+            )
         lab(path, "destroy", check=False)
         shutil.rmtree(parent, ignore_errors=True)

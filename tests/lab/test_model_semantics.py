@@ -19,6 +19,10 @@ model's state, the steps below prove that
   ``lab wait`` names it;
 * removing the leader takes its subordinate and its machine with it: every unit it saw
   departs on both sides, then relation-broken, stop and remove; another unit is elected;
+* ``lab remove-relation`` refuses an ambiguous pair and a peer relation (exit 2); removing
+  the container-scoped relation removes the subordinate's unit (departed on both sides,
+  relation-broken, stop, remove) but not the principal's machine, and relating again gives
+  the principal a new subordinate unit;
 * ``lab destroy`` leaves nothing behind.
 """
 
@@ -27,19 +31,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from lab import machines
 from lab.hook import REPO
 from lab.machines import IP, Lab
 from lab.model import Model
+
+from .conftest import bundle_model_root
 
 pytestmark = pytest.mark.ordered_steps
 
@@ -64,19 +67,8 @@ LAB_LOG_LINE = re.compile(r"^\S+ \S+ (?P<hook>[a-z-]+) \((?P<detail>[^)]*)\) (?P
 @pytest.fixture(scope="module")
 def root() -> Iterator[str]:
     """Where the model lives; what is left of its lab is destroyed after the module."""
-    reason = machines.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    tmp = tempfile.mkdtemp(prefix="lab-semantics-")
-    with open(os.path.join(tmp, "bundle.yaml"), "w") as f:
-        f.write(BUNDLE)
-    model_root = os.path.join(tmp, "model")
-    try:
-        yield model_root
-    finally:
-        if os.path.exists(os.path.join(model_root, "machines.json")):
-            Lab(model_root).destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with bundle_model_root("lab-semantics-", BUNDLE) as path:
+        yield path
 
 
 def lab(root: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -342,6 +334,74 @@ def test_removing_the_leader_takes_its_subordinate_and_elects_another(root: str)
         ("host", gone),
         *(("feed", probe) for probe in ("probe/0", "probe/1")),
     }
+
+
+def test_remove_relation_refuses_an_ambiguous_pair_and_a_peer_relation(root: str):
+    before = Model(root).s
+
+    ambiguous = lab(root, "remove-relation", "probe", "probe-sub", "--timeout", TIMEOUT)
+    peer = lab(root, "remove-relation", "probe-sub:peers", "probe", "--timeout", TIMEOUT)
+
+    assert ambiguous.returncode == 2 and "ambiguous relation" in ambiguous.stderr
+    assert peer.returncode == 2 and "peer relations cannot be removed" in peer.stderr
+    assert Model(root).s == before
+
+
+def test_removing_the_container_relation_removes_the_subordinate(root: str):
+    found = units(root)
+    (principal,) = [name for name in found if name.startswith("probe/")]
+    (sub,) = found[principal]["subordinates"]
+    model = Model(root)
+    host = relation_id(model, "host")
+    machine = model.machine_of(principal)
+    before = len(probe_log(root, principal))
+    with open(machine.host_path(PROBE_LOG)) as f:
+        sub_before = sum(line.split()[0] == sub for line in f)
+
+    ok(lab(root, "remove-relation", "probe:host", "probe-sub:host", "--timeout", TIMEOUT))
+
+    assert list(units(root)) == [principal]
+    apps = status(root)["applications"]
+    assert apps["probe-sub"]["subordinate-to"] == []
+    assert apps["probe"]["relations"] == {"peers": ["probe"], "feed": ["probe-sub"]}
+    assert host not in Model(root).relations
+    assert os.path.exists(machine.state_dir)  # the principal's machine stays
+    new = probe_log(root, principal)[before:]
+    assert [line for line in new if line.startswith("host-")] == [
+        f"host-relation-departed remote={sub} departing={sub}",
+        "host-relation-broken app=probe-sub",
+    ]
+    assert [line for line in new if line.startswith("feed-")] == [
+        f"feed-relation-departed remote={sub} departing={sub}"
+    ]
+    # the subordinate (it shares the machine's probe.log) left everything, then went
+    with open(machine.host_path(PROBE_LOG)) as f:
+        gone = [line.split(" ", 1)[1].strip() for line in f if line.split()[0] == sub]
+    gone = gone[sub_before:]
+    assert len(gone) == 7, gone
+    assert set(gone[:2]) == {
+        f"host-relation-departed remote={principal} departing={sub}",
+        f"feed-relation-departed remote={principal} departing={sub}",
+    }
+    assert sorted(hooks(gone[2:5])) == sorted(
+        ["peers-relation-broken", "host-relation-broken", "feed-relation-broken"]
+    )
+    assert hooks(gone[5:]) == ["stop", "remove"]
+
+
+def test_relating_the_subordinate_again_gives_the_principal_a_new_one(root: str):
+    ok(lab(root, "relate", "probe:host", "probe-sub:host", "--timeout", TIMEOUT))
+
+    found = units(root)
+    (principal,) = [name for name in found if name.startswith("probe/")]
+    (sub,) = found[principal]["subordinates"]
+    model = Model(root)
+    assert sub == "probe-sub/2"  # unit numbers are never reused
+    assert int(relation_id(model, "host")) == model.s["next_relation_id"] - 1  # a new one
+    assert found[sub]["leader"] and found[sub]["machine"] == found[principal]["machine"]
+    assert found[sub]["workload-status"]["message"] == "greeting bonjour"
+    assert f"host-relation-joined remote={principal}" in probe_log(root, sub)
+    assert f"host-relation-joined remote={sub}" in probe_log(root, principal)
 
 
 def test_destroy_leaves_nothing(root: str):

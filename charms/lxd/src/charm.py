@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import ops
 
+from charm_common.certs import InvalidCertificateError
 from charm_common.lxd_member import (
     ConflictingRequestsError,
     InvalidMemberDataError,
@@ -31,31 +33,58 @@ from charm_common.lxd_member import (
 )
 from charm_common.relation_data import unit_number
 from charm_common.steps import StepStopped, blocked, waiting
-from charm_common.typed_input import InvalidInputError, load_model
-from config import CharmConfig, RemoveDeadMemberParams
+from charm_common.typed_input import InvalidInputError, Model, load_model
+from config import (
+    MANAGED_TRUST_PREFIX,
+    AddTrustedClientParams,
+    CharmConfig,
+    EvacuateParams,
+    GetClientTokenParams,
+    NoParams,
+    RemoveDeadMemberParams,
+    RemoveTrustedClientParams,
+    UpgradeParams,
+)
+from https import HTTPSProvider
 from installer import InstallError, detect_installer
 from lxd import (
     CREATED,
     LXD,
+    CertificateRefusedError,
+    Evacuation,
+    EvacuationRefusedError,
+    HTTPSNotListeningError,
     JoinToken,
     JoinTokenError,
     LXDAPIError,
     LXDError,
     LXDUnavailableError,
+    Member,
     MemberConfigKey,
     MemberNotEmptyError,
     ObjectPendingError,
     ObjectRefusedError,
     ObjectUpdateRefusedError,
     SoleDatabaseMemberError,
+    TrustedCertificate,
     fill_member_config,
     member_name_for_unit,
     member_values_from_objects,
     member_values_from_preseed,
     needs_member_stage,
 )
+from observability import ObservabilityProvider
 from peers import ClusterPeers
 from tuning import apply_settings, wanted_settings
+from upgrade import (
+    ClusterNotReadyError,
+    MemberUpgrade,
+    Rollout,
+    UpgradeFailure,
+    UpgradeRefusedError,
+    UpgradeStepError,
+    next_plan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +106,8 @@ class LXDCharm(ops.CharmBase):
         self.lxd = LXD(self.installer.paths)
         self.peers = ClusterPeers(self)
         self.subordinates = LXDMemberProvider(self)
+        self.https = HTTPSProvider(self, self.lxd, mode=lambda: self.peers.mode)
+        self.observability = ObservabilityProvider(self, self.lxd, mode=lambda: self.peers.mode)
         self.member_name = member_name_for_unit(self.unit.name)
         self._statuses: list[ops.StatusBase] = []
         for event in (
@@ -99,6 +130,13 @@ class LXDCharm(ops.CharmBase):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.cluster_relation_departed, self._on_peer_departed)
         framework.observe(self.on.remove_dead_member_action, self._on_remove_dead_member)
+        framework.observe(self.on.evacuate_action, self._on_evacuate)
+        framework.observe(self.on.restore_action, self._on_restore)
+        framework.observe(self.on.upgrade_action, self._on_upgrade)
+        framework.observe(self.on.add_trusted_client_action, self._on_add_trusted_client)
+        framework.observe(self.on.remove_trusted_client_action, self._on_remove_trusted_client)
+        framework.observe(self.on.get_client_token_action, self._on_get_client_token)
+        framework.observe(self.on.cluster_status_action, self._on_cluster_status)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
 
@@ -120,7 +158,10 @@ class LXDCharm(ops.CharmBase):
                 self._issue_join_tokens()
                 self._join(config)
                 self._remove_departed_members()
+            self._upgrade(config)
             self._publish()
+            self.https.reconcile()
+            self.observability.reconcile()
             self._apply_server_config(config)
             requests = self._member_requests()
             self._apply_requested_server_config(config, requests)
@@ -140,9 +181,18 @@ class LXDCharm(ops.CharmBase):
 
     def _install(self, config: CharmConfig) -> None:
         if self.installer.installed_version() is None:
-            self.installer.install(config.channel, self._snap_cohort())
+            self.installer.install(self._install_channel(config), self._snap_cohort())
         self.installer.ensure_running()
         self.lxd.wait_ready()
+
+    def _install_channel(self, config: CharmConfig) -> str:
+        """The channel the members run: the last upgrade's, else the ``channel`` option.
+
+        A unit added after ``upgrade channel=X`` must install X: every member of a cluster
+        runs the same LXD version.
+        """
+        plan = self.peers.upgrade_plan()
+        return plan.channel if plan is not None and plan.channel else config.channel
 
     def _snap_cohort(self) -> str:
         """The cohort every unit installs with: the leader creates it, the others wait."""
@@ -376,6 +426,41 @@ class LXDCharm(ops.CharmBase):
             raise blocked(str(exc)) from None
         logger.info("removed departed member %s", member)
 
+    def _upgrade(self, config: CharmConfig) -> None:
+        """This unit's turn in the rolling upgrade the leader planned (see upgrade.py).
+
+        Its steps run in this hook (the health wait is bounded); finishing or failing is
+        recorded in the peer relation, which wakes the next unit or stops the rollout.
+        """
+        rollout = self.peers.upgrade_rollout()
+        if rollout is None or self.peers.departing or not rollout.turn_of(self.unit.name):
+            return
+        plan = rollout.plan
+        member = MemberUpgrade(
+            self.lxd,
+            self.installer,
+            self.member_name,
+            clustered=config.mode == "cluster",
+            progress=self._show_upgrade_step,
+        )
+        try:
+            member.run(plan, self.peers.snap_cohort)
+        except ClusterNotReadyError as exc:
+            self._statuses.append(ops.WaitingStatus(f"upgrade waits for a healthy cluster: {exc}"))
+            return
+        except UpgradeStepError as exc:
+            logger.error("upgrade %s failed at %s: %s", plan.id, exc.step, exc.reason)
+            failure = UpgradeFailure(plan.id, plan.attempt, exc.reason, exc.step)
+            self.peers.record_upgrade_failure(failure)
+            return
+        logger.info("upgraded %s (upgrade %s to %s)", self.member_name, plan.id, plan.target)
+        self.peers.record_upgrade_done(plan.id)
+
+    def _show_upgrade_step(self, step: str) -> None:
+        # The one status set outside collect-status: an upgrade step can take minutes
+        # and collect-status only runs when the hook ends.
+        self.unit.status = ops.MaintenanceStatus(f"upgrading: {step}")
+
     def _publish(self) -> None:
         info = self.lxd.server_info()
         address = info.config.get("cluster.https_address") or info.config.get(
@@ -570,12 +655,263 @@ class LXDCharm(ops.CharmBase):
             return
         event.set_results({"removed": params.name, "members": len(members) - 1})
 
+    def _on_evacuate(self, event: ops.ActionEvent) -> None:
+        params = self._action_params(EvacuateParams, event)
+        if params is None:
+            return
+        try:
+            if not self._require_member(event, "there is no cluster to evacuate it to"):
+                return
+            evacuation = self.lxd.evacuate(self.member_name, params.mode)
+        except EvacuationRefusedError as exc:
+            event.fail(f"evacuation of {self.member_name} refused, nothing changed: {exc}")
+            return
+        except LXDError as exc:
+            event.fail(f"evacuating {self.member_name} failed: {exc}")
+            return
+        results = {"member": evacuation.member, "already-evacuated": evacuation.already}
+        event.set_results(results | _moved_results(evacuation))
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        if self._action_params(NoParams, event) is None:
+            return
+        try:
+            if not self._require_member(event, "there is nothing to restore"):
+                return
+            restoration = self.lxd.restore(self.member_name)
+        except LXDError as exc:
+            event.fail(f"restoring {self.member_name} failed: {exc}")
+            return
+        results: dict[str, Any] = {
+            "member": restoration.member,
+            "already-restored": restoration.already,
+        }
+        if restoration.moved:
+            results["returned"] = " ".join(sorted(restoration.moved))
+        if restoration.started:
+            results["started"] = " ".join(restoration.started)
+        event.set_results(results)
+
+    def _on_upgrade(self, event: ops.ActionEvent) -> None:
+        """Plan a rolling upgrade; the units carry it out in their own hooks."""
+        params = self._action_params(UpgradeParams, event)
+        if params is None:
+            return
+        if not self.unit.is_leader():
+            event.fail(f"run it on the leader: juju run {self.app.name}/leader upgrade")
+            return
+        try:
+            config = load_model(CharmConfig, dict(self.config))
+        except InvalidInputError as exc:
+            event.fail(f"config: {exc}")
+            return
+        units = self._upgrade_candidates()
+        if not units:
+            event.fail("nothing to upgrade yet: no unit has joined the cluster")
+            return
+        # Only the snap has channels: the distro package upgrades to what apt offers.
+        has_channels = self.installer.uses_cohort
+        channel = (params.channel or config.channel) if has_channels else ""
+        try:
+            plan, resumed_at = next_plan(
+                self.peers.upgrade_rollout(), channel, units, self.unit.name
+            )
+        except UpgradeRefusedError as exc:
+            event.fail(f"{exc}; wait for it, or for it to stop and run upgrade again")
+            return
+        self.peers.set_upgrade_plan(plan)
+        results: dict[str, Any] = {
+            "upgrade-id": plan.id,
+            "order": " ".join(plan.order),
+            "channel": plan.channel or "none",
+        }
+        if resumed_at:
+            results |= {"resumed-at": resumed_at, "attempt": plan.attempt}
+        if not has_channels:
+            results["note"] = (
+                "LXD comes from the distro package here: channels do not apply, each member "
+                "upgrades to the newest lxd its apt sources offer"
+            )
+        event.set_results(results)
+
+    def _upgrade_candidates(self) -> set[str]:
+        """The units an upgrade covers: every cluster member's (or every standalone server's)."""
+        present = self.peers.unit_names() if self.peers.relation else set()
+        if self.peers.mode == "standalone":
+            return present
+        return set(self.peers.joined_members().values()) & present
+
+    def _on_add_trusted_client(self, event: ops.ActionEvent) -> None:
+        params = self._action_params(AddTrustedClientParams, event)
+        if params is None:
+            return
+        try:
+            if not self._require_trust_store(event, "add-trusted-client"):
+                return
+            fingerprint = self.lxd.trust_certificate(
+                params.name, params.certificate, "client", params.projects
+            )
+        except InvalidCertificateError as exc:
+            event.fail(f"invalid 'certificate': {exc}")
+            return
+        except CertificateRefusedError as exc:
+            event.fail(str(exc))
+            return
+        except LXDError as exc:
+            event.fail(f"trusting {params.name} failed: {exc}")
+            return
+        results = {"fingerprint": fingerprint, "name": params.name}
+        event.set_results(results | _restriction_results(params.projects))
+
+    def _on_remove_trusted_client(self, event: ops.ActionEvent) -> None:
+        params = self._action_params(RemoveTrustedClientParams, event)
+        if params is None:
+            return
+        try:
+            if not self._require_trust_store(event, "remove-trusted-client"):
+                return
+            certificate = self._trusted_certificate(event, params.fingerprint)
+            if certificate is None:
+                return
+            if not self.lxd.untrust_certificate(certificate.fingerprint):
+                event.fail(f"no trusted certificate {params.fingerprint}")
+                return
+        except CertificateRefusedError as exc:
+            event.fail(str(exc))
+            return
+        except LXDError as exc:
+            event.fail(f"removing trusted certificate {params.fingerprint} failed: {exc}")
+            return
+        event.set_results({"removed": certificate.fingerprint, "name": certificate.name})
+
+    def _trusted_certificate(
+        self, event: ops.ActionEvent, fingerprint: str
+    ) -> TrustedCertificate | None:
+        """The one trust entry ``fingerprint`` names; ``None`` once the action failed.
+
+        Server certificates of members and the charm's own (``juju-*``, relations manage
+        them) are not the operator's to remove.
+        """
+        found = [
+            c for c in self.lxd.trusted_certificates() if c.fingerprint.startswith(fingerprint)
+        ]
+        if not found:
+            event.fail(f"no trusted certificate {fingerprint}")
+            return None
+        if len(found) > 1:
+            names = ", ".join(sorted(c.name for c in found))
+            event.fail(
+                f"{fingerprint} matches {len(found)} certificates ({names}): give more of it"
+            )
+            return None
+        certificate = found[0]
+        if certificate.name.startswith(MANAGED_TRUST_PREFIX):
+            event.fail(
+                f"certificate {certificate.fingerprint[:12]} ({certificate.name}) is managed by "
+                "the charm through a relation: remove that relation instead"
+            )
+            return None
+        if certificate.type == "server" and certificate.name in {
+            m.name for m in self.lxd.members()
+        }:
+            event.fail(
+                f"certificate {certificate.fingerprint[:12]} is the server certificate of "
+                f"cluster member {certificate.name}: it leaves the trust store when the member "
+                "is removed (juju remove-unit)"
+            )
+            return None
+        return certificate
+
+    def _on_get_client_token(self, event: ops.ActionEvent) -> None:
+        params = self._action_params(GetClientTokenParams, event)
+        if params is None:
+            return
+        try:
+            if not self._require_trust_store(event, "get-client-token"):
+                return
+            token = self.lxd.issue_client_token(params.name, params.projects)
+        except HTTPSNotListeningError as exc:
+            event.fail(f"no client token: {exc}")
+            return
+        except LXDError as exc:
+            event.fail(f"issuing a client token for {params.name} failed: {exc}")
+            return
+        results = {"token": token, "name": params.name}
+        event.set_results(results | _restriction_results(params.projects))
+
+    def _on_cluster_status(self, event: ops.ActionEvent) -> None:
+        if self._action_params(NoParams, event) is None:
+            return
+        hint = f"run it on a member, e.g. juju run {self.app.name}/leader cluster-status"
+        try:
+            if not self._require_member(event, hint):
+                return
+            members = self.lxd.members()
+            problems = self.lxd.cluster_health()
+        except LXDError as exc:
+            event.fail(f"reading the cluster failed: {exc}")
+            return
+        units = self.peers.joined_members()
+        results: dict[str, Any] = {
+            "members": {m.name: _member_results(m, units.get(m.name, "")) for m in members},
+            "healthy": not problems,
+        }
+        if problems:
+            results["problems"] = "; ".join(problems)
+        rollout = self.peers.upgrade_rollout()
+        if rollout is not None:
+            results["upgrade"] = _rollout_results(rollout)
+        event.set_results(results)
+
+    @staticmethod
+    def _action_params(model: type[Model], event: ops.ActionEvent) -> Model | None:
+        """The action's typed parameters; ``None`` once the action failed naming the bad one."""
+        try:
+            return load_model(model, event.params)
+        except InvalidInputError as exc:
+            event.fail(str(exc))
+            return None
+
+    def _require_member(self, event: ops.ActionEvent, hint: str) -> bool:
+        """Whether this unit's LXD is a cluster member; fail the action when it is not."""
+        if self.lxd.server_info().clustered:
+            return True
+        event.fail(
+            f"{self.unit.name} is not a cluster member (standalone, or not joined yet): {hint}"
+        )
+        return False
+
+    def _require_trust_store(self, event: ops.ActionEvent, action: str) -> bool:
+        """A unit that has not joined yet has only its own trust store, replaced as it joins."""
+        if self.peers.mode == "standalone":
+            return True
+        hint = f"run it on a member, e.g. juju run {self.app.name}/leader {action}"
+        return self._require_member(event, hint)
+
     # -- status ------------------------------------------------------------------------
 
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        # First: a stopped rollout names the step and how to resume; what follows from it
+        # (e.g. the daemon that failed to restart) is for the logs.
+        upgrade = self._upgrade_unit_status()
+        if upgrade is not None:
+            event.add_status(upgrade)
         for status in self._statuses:
             event.add_status(status)
         event.add_status(self._workload_status())
+
+    def _upgrade_unit_status(self) -> ops.StatusBase | None:
+        """Blocked while this unit's failed upgrade step stops the rollout."""
+        rollout = self.peers.upgrade_rollout()
+        stopped = rollout.failure if rollout is not None else None
+        if stopped is None or stopped[0] != self.unit.name:
+            return None
+        failure = stopped[1]
+        evacuated = failure.left_evacuated and self.peers.mode == "cluster"
+        return ops.BlockedStatus(
+            f"upgrade failed at {failure.step}: {failure.reason}; fix it and run upgrade "
+            "again" + (" (the member stays evacuated)" if evacuated else "")
+        )
 
     def _workload_status(self) -> ops.StatusBase:
         try:
@@ -594,8 +930,23 @@ class LXDCharm(ops.CharmBase):
         return ops.ActiveStatus(f"cluster member {self.member_name} ({count} members)")
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        upgrade = self._upgrade_app_status()
+        if upgrade is not None:
+            event.add_status(upgrade)
         if self.peers.mode == "cluster":
             event.add_status(ops.ActiveStatus(f"{len(self.peers.joined_members())} members"))
+
+    def _upgrade_app_status(self) -> ops.StatusBase | None:
+        """How far a rolling upgrade got (``None`` when none runs)."""
+        rollout = self.peers.upgrade_rollout()
+        if rollout is None or rollout.complete:
+            return None
+        stopped = rollout.failure
+        if stopped is not None:
+            return ops.BlockedStatus(
+                f"upgrade stopped at {stopped[0]} ({rollout.progress} done): {stopped[1].reason}"
+            )
+        return ops.MaintenanceStatus(f"upgrading {rollout.progress} ({rollout.current})")
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -611,6 +962,60 @@ class LXDCharm(ops.CharmBase):
 
     def _cluster_address(self, config: CharmConfig) -> str:
         return f"{self._binding_address('cluster')}:{config.api_port}"
+
+
+# -- action results (Juju keeps string maps: nested dicts flatten to dotted keys, lists
+# would arrive as Python reprs, so lists are space-separated strings) --------------------
+
+
+def _moved_results(evacuation: Evacuation) -> dict[str, Any]:
+    """Where the instances went, by member (``project/name`` is no valid result key)."""
+    by_member: dict[str, list[str]] = {}
+    for instance, member in sorted(evacuation.moved.items()):
+        by_member.setdefault(member, []).append(instance)
+    results: dict[str, Any] = {}
+    if by_member:
+        results["moved"] = {member: " ".join(names) for member, names in by_member.items()}
+    if evacuation.stopped:
+        results["stopped"] = " ".join(evacuation.stopped)
+    return results
+
+
+def _restriction_results(projects: tuple[str, ...]) -> dict[str, Any]:
+    results: dict[str, Any] = {"restricted": bool(projects)}
+    if projects:
+        results["projects"] = " ".join(projects)
+    return results
+
+
+def _member_results(member: Member, unit: str) -> dict[str, str]:
+    results = {
+        "unit": unit or "none (not a unit of this application)",
+        "status": member.status,
+        "roles": " ".join(member.roles) or "none",
+        "address": member.address,
+    }
+    if member.message:
+        results["message"] = member.message
+    return results
+
+
+def _rollout_results(rollout: Rollout) -> dict[str, Any]:
+    plan = rollout.plan
+    stopped = rollout.failure
+    if rollout.complete:
+        state = "complete"
+    elif stopped is not None:
+        state = f"stopped at {stopped[0]} ({stopped[1].step}): {stopped[1].reason}"
+    else:
+        state = f"upgrading {rollout.current}"
+    return {
+        "id": plan.id,
+        "channel": plan.channel or "none",
+        "attempt": plan.attempt,
+        "done": rollout.progress,
+        "state": state,
+    }
 
 
 if __name__ == "__main__":  # pragma: nocover

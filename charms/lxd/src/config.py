@@ -3,14 +3,70 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
+from charm_common.certs import InvalidCertificateError, load_certificate
 from charm_common.typed_input import require_confirmation
-from lxd import InvalidPreseedError, parse_preseed
+from lxd import InvalidPreseedError, normalize_fingerprint, parse_preseed
 
 CHANNEL_RE = re.compile(r"^(latest|\d+\.\d+)(/(stable|candidate|beta|edge)(/[\w-]+)?)?$")
+# A name in LXD's trust store (a client's certificate or token): what an operator types.
+TRUST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
+# Trust entries the charm manages through relations (juju-metrics, juju-relation-*).
+MANAGED_TRUST_PREFIX = "juju-"
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def valid_channel(value: str) -> str:
+    """A snap channel as the operator writes it.
+
+    Raises:
+        ValueError: not TRACK[/RISK[/BRANCH]].
+    """
+    if not CHANNEL_RE.match(value):
+        raise ValueError("expected TRACK[/RISK[/BRANCH]], e.g. 5.21/stable")
+    return value
+
+
+def valid_trust_name(value: str) -> str:
+    """The name of a trust store entry the operator manages.
+
+    Raises:
+        ValueError: not a plain name, or one the charm reserves for its relations.
+    """
+    if not TRUST_NAME_RE.match(value):
+        raise ValueError(
+            "expected 1-63 letters, digits and . _ @ - (starting with a letter or digit)"
+        )
+    if value.startswith(MANAGED_TRUST_PREFIX):
+        raise ValueError(
+            f"names starting with {MANAGED_TRUST_PREFIX!r} are reserved for the certificates "
+            "the charm manages through relations"
+        )
+    return value
+
+
+def parse_projects(value: Any) -> tuple[str, ...]:
+    """``"a,b c"`` -> ``("a", "b", "c")``: the LXD projects a client is restricted to.
+
+    Raises:
+        ValueError: a name LXD would not accept.
+    """
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise ValueError("expected project names separated by commas or spaces")
+    names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", value) if n))
+    bad = [n for n in names if not PROJECT_RE.match(n)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: not a project name (letters, digits, . _ -)")
+    return names
+
+
+TrustName = Annotated[str, pydantic.AfterValidator(valid_trust_name)]
+Projects = Annotated[tuple[str, ...], pydantic.BeforeValidator(parse_projects)]
 
 
 class CharmConfig(pydantic.BaseModel):
@@ -29,9 +85,7 @@ class CharmConfig(pydantic.BaseModel):
     @pydantic.field_validator("channel")
     @classmethod
     def _valid_channel(cls, value: str) -> str:
-        if not CHANNEL_RE.match(value):
-            raise ValueError("expected TRACK[/RISK[/BRANCH]], e.g. 5.21/stable")
-        return value
+        return valid_channel(value)
 
     @pydantic.field_validator("preseed")
     @classmethod
@@ -66,3 +120,71 @@ class RemoveDeadMemberParams(pydantic.BaseModel):
     @classmethod
     def _confirmed(cls, value: bool) -> bool:
         return require_confirmation(value, "force removal cannot be undone")
+
+
+class EvacuateParams(pydantic.BaseModel):
+    """Parameters of the evacuate action."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["auto", "migrate", "stop"] = "auto"
+
+
+class NoParams(pydantic.BaseModel):
+    """Actions without parameters (restore, cluster-status) refuse unknown ones."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+class UpgradeParams(pydantic.BaseModel):
+    """Parameters of the upgrade action ('' channel: the ``channel`` option)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    channel: str = ""
+
+    @pydantic.field_validator("channel")
+    @classmethod
+    def _valid_channel(cls, value: str) -> str:
+        return valid_channel(value) if value else value
+
+
+class AddTrustedClientParams(pydantic.BaseModel):
+    """Parameters of the add-trusted-client action."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    name: TrustName
+    certificate: str
+    projects: Projects = ()
+
+    @pydantic.field_validator("certificate")
+    @classmethod
+    def _valid_certificate(cls, value: str) -> str:
+        try:
+            load_certificate(value.strip())
+        except InvalidCertificateError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip() + "\n"
+
+
+class RemoveTrustedClientParams(pydantic.BaseModel):
+    """Parameters of the remove-trusted-client action (any common fingerprint spelling)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    fingerprint: str
+
+    @pydantic.field_validator("fingerprint")
+    @classmethod
+    def _normalized(cls, value: str) -> str:
+        return normalize_fingerprint(value)
+
+
+class GetClientTokenParams(pydantic.BaseModel):
+    """Parameters of the get-client-token action."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    name: TrustName
+    projects: Projects = ()

@@ -1,4 +1,4 @@
-"""The LXD workload: bootstrap, joins, members, evacuation, removal, networks, pools.
+"""The LXD workload: bootstrap, joins, members, evacuation, removal, trust, networks, pools.
 
 Plain functions and one client class over pylxd; never imports ``ops``. Every expected
 failure is an :class:`LXDError` subclass so the charm can map it to a status.
@@ -25,7 +25,9 @@ import pylxd
 import pylxd.exceptions
 import requests
 import yaml
+from cryptography.hazmat.primitives import serialization
 
+from charm_common.certs import load_certificate
 from charm_common.retry import retry_transient
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,17 @@ OBJECT_ENTITIES = {"network": ("networks", "type"), "storage-pool": ("storage-po
 # pending on any node (use --target <node> first)", with or without member-specific keys).
 NETWORK_TYPES_WITHOUT_MEMBER_STAGE = frozenset({"ovn"})
 CREATED, PENDING, ERRORED = "Created", "Pending", "Errored"
+# How an evacuation treats each instance (the values of LXD's ``cluster.evacuate``).
+EVACUATION_MODES = ("auto", "migrate", "stop")
+EVACUATE_KEY = "cluster.evacuate"
+# A fingerprint prefix this long is what ``lxc config trust list`` shows.
+MIN_FINGERPRINT_PREFIX = 12
+FINGERPRINT_LENGTH = 64
+_FINGERPRINT_LABELS = ("sha256 fingerprint=", "sha256:", "sha256=")
+# Trust entries the operator manages (``server`` entries are the members' own).
+CLIENT_CERTIFICATE_TYPES = ("client", "metrics")
+# ``expires_at`` of a token without expiry, as LXD's own client writes it.
+NO_EXPIRY = "0001-01-01T00:00:00Z"
 
 
 class LXDError(Exception):
@@ -119,6 +132,18 @@ class SoleDatabaseMemberError(LXDError):
 
 class InvalidPreseedError(LXDError):
     """The operator's preseed cannot be used."""
+
+
+class EvacuationRefusedError(LXDError):
+    """No other member can take the instances that would move; nothing was changed."""
+
+
+class HTTPSNotListeningError(LXDError):
+    """The daemon does not serve its HTTPS API (``core.https_address`` is empty)."""
+
+
+class CertificateRefusedError(LXDError):
+    """A trust change the charm will not make (a member's certificate, an ambiguous prefix)."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +302,53 @@ class ServerInfo:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Evacuation:
+    """What an evacuation or a restore did.
+
+    Instances are named ``project/name``. ``moved`` maps each instance that changed
+    member to the member it is on now; ``stopped`` lists the instances an evacuation left
+    on the member (stopped: the mode, their ``cluster.evacuate``, or LXD chose so);
+    ``started`` the instances a restore started in place. ``already``: the member was
+    already in the requested state and nothing was done.
+    """
+
+    member: str
+    moved: Mapping[str, str]
+    stopped: tuple[str, ...] = ()
+    already: bool = False
+    started: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustedCertificate:
+    """One entry of LXD's trust store (``GET /1.0/certificates``)."""
+
+    name: str
+    type: str
+    fingerprint: str
+    restricted: bool
+    projects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """One instance as the all-projects listing shows it."""
+
+    key: str  # project/name
+    project: str
+    name: str
+    location: str
+    status: str
+    config: Mapping[str, str]
+    expanded_config: Mapping[str, str]
+
+    @property
+    def evacuate_policy(self) -> str:
+        """Its effective ``cluster.evacuate`` (LXD's default: ``auto``)."""
+        return self.expanded_config.get(EVACUATE_KEY) or "auto"
+
+
 def member_name_for_unit(unit_name: str) -> str:
     """The cluster member name for a Juju unit: ``lxd/0`` -> ``lxd-0``."""
     return unit_name.replace("/", "-")
@@ -286,6 +358,34 @@ def certificate_fingerprint(pem: str) -> str:
     """SHA-256 fingerprint (lowercase hex, no colons) of a PEM certificate, as LXD prints it."""
     der = ssl.PEM_cert_to_DER_cert(pem)
     return hashlib.sha256(der).hexdigest()
+
+
+def normalize_fingerprint(text: str) -> str:
+    """A certificate's SHA-256 fingerprint, or a prefix of it, as LXD spells it.
+
+    Accepts upper or lower case, colons or whitespace between the bytes, and an optional
+    ``sha256:`` / ``SHA256 Fingerprint=`` label (``openssl x509 -fingerprint -sha256``).
+    Returns lowercase hex without separators: all 64 digits, or a prefix of at least 12
+    (what ``lxc config trust list`` shows) that callers resolve against the trust store
+    (:meth:`LXD.untrust_certificate` refuses an ambiguous one).
+
+    Raises:
+        ValueError: not hexadecimal, shorter than 12 or longer than 64 digits.
+    """
+    value = text.strip()
+    for label in _FINGERPRINT_LABELS:
+        if value.lower().startswith(label):
+            value = value[len(label) :]
+            break
+    digits = re.sub(r"[:\s]", "", value).lower()
+    if not re.fullmatch(r"[0-9a-f]+", digits):
+        raise ValueError(f"{text.strip()!r} is not a hexadecimal SHA-256 fingerprint")
+    if not MIN_FINGERPRINT_PREFIX <= len(digits) <= FINGERPRINT_LENGTH:
+        raise ValueError(
+            f"a SHA-256 fingerprint has {FINGERPRINT_LENGTH} hex digits (or give at least "
+            f"the first {MIN_FINGERPRINT_PREFIX}), not {len(digits)}"
+        )
+    return digits
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -735,29 +835,36 @@ class LXD:
             for m in listing
         ]
 
-    def member_instances(self, member_name: str) -> list[str]:
-        """Instances (all projects) located on ``member_name``, as ``project/name``."""
+    def _instances(self) -> list[_Instance]:
+        """Every instance of the cluster, in all projects."""
         listing = (
             self._call("get", "instances", params={"recursion": "1", "all-projects": "true"}) or []
         )
-        return sorted(
-            f"{i.get('project', 'default')}/{i['name']}"
-            for i in listing
-            if i.get("location") == member_name
-        )
+        instances = []
+        for i in listing:
+            project = str(i.get("project") or "default")
+            instances.append(
+                _Instance(
+                    key=f"{project}/{i['name']}",
+                    project=project,
+                    name=str(i["name"]),
+                    location=str(i.get("location", "")),
+                    status=str(i.get("status", "")),
+                    config={str(k): str(v) for k, v in (i.get("config") or {}).items()},
+                    expanded_config={
+                        str(k): str(v) for k, v in (i.get("expanded_config") or {}).items()
+                    },
+                )
+            )
+        return instances
+
+    def member_instances(self, member_name: str) -> list[str]:
+        """Instances (all projects) located on ``member_name``, as ``project/name``."""
+        return sorted(i.key for i in self._instances() if i.location == member_name)
 
     def instance_locations(self) -> dict[str, tuple[str, str]]:
         """``project/name`` -> (member, status) for every instance in the cluster."""
-        listing = (
-            self._call("get", "instances", params={"recursion": "1", "all-projects": "true"}) or []
-        )
-        return {
-            f"{i.get('project', 'default')}/{i['name']}": (
-                str(i.get("location", "")),
-                str(i.get("status", "")),
-            )
-            for i in listing
-        }
+        return {i.key: (i.location, i.status) for i in self._instances()}
 
     def member_answers(self, member: Member, timeout: float = 3.0) -> bool:
         """Whether ``member``'s API accepts connections.
@@ -778,19 +885,170 @@ class LXD:
                 return member
         raise LXDError(f"{member_name!r} is not a cluster member")
 
+    def evacuate(self, member_name: str, mode: str = "auto") -> Evacuation:
+        """Empty ``member_name`` for maintenance; wait until LXD is done.
+
+        ``mode`` says what happens to each instance of the member: ``auto`` lets LXD
+        decide (the instance's own ``cluster.evacuate``: migrate unless it is ``stop`` or
+        has devices that cannot move), ``migrate`` moves every one, ``stop`` stops every
+        one in place (a restore starts them again).
+
+        LXD 5.0.2 has no ``mode`` in ``POST /1.0/cluster/members/<name>/state`` (that is
+        the ``clustering_evacuation_mode`` API extension of later releases; 5.0.2 has
+        ``clustering_evacuation`` and ``clustering_evacuation_live`` and silently ignores
+        a ``mode`` field, measured): the evacuation obeys each instance's
+        ``cluster.evacuate`` only. So ``migrate`` and ``stop`` set that key on the
+        instances that would otherwise be treated differently, evacuate, and put each
+        one's own value back (or remove the key) afterwards, also when the evacuation
+        fails.
+
+        Refused before anything changes when instances would move but no other member is
+        online (not evacuated, not offline): LXD 5.0.2 would then stop them all in place
+        and still report success (measured). A member without instances, and mode
+        ``stop``, never need another member.
+
+        Raises:
+            ValueError: ``mode`` is not one of :data:`EVACUATION_MODES`.
+            EvacuationRefusedError: no other member can take the instances.
+            LXDError: ``member_name`` is not a member, or LXD failed (its message).
+        """
+        if mode not in EVACUATION_MODES:
+            raise ValueError(f"unknown evacuation mode {mode!r}; one of {EVACUATION_MODES}")
+        members = self.members()
+        this = next((m for m in members if m.name == member_name), None)
+        if this is None:
+            raise LXDError(f"{member_name!r} is not a cluster member")
+        if this.evacuated:
+            return Evacuation(member=member_name, moved={}, already=True)
+        before = self._instances()
+        here = [i for i in before if i.location == member_name]
+        if mode == "stop":
+            moving = []
+        elif mode == "migrate":
+            moving = here
+        else:
+            moving = [i for i in here if i.evacuate_policy != "stop"]
+        if moving and not any(m.online for m in members if m.name != member_name):
+            others = ", ".join(f"{m.name} {m.status}" for m in members if m.name != member_name)
+            keys = [i.key for i in moving]
+            raise EvacuationRefusedError(
+                f"no other cluster member is online to take {len(keys)} instance(s) of "
+                f"{member_name} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}); "
+                f"other members: {others or 'none'}. Restore a member first, or evacuate "
+                "with mode=stop to stop the instances in place"
+            )
+        overrides = [i for i in here if _needs_override(i.evacuate_policy, mode)]
+        self._evacuate_with_policy(member_name, mode, overrides)
+        after = {i.key: i for i in self._instances()}
+        moved = {
+            i.key: after[i.key].location
+            for i in here
+            if i.key in after and after[i.key].location != member_name
+        }
+        stayed = tuple(i.key for i in here if i.key in after and i.key not in moved)
+        return Evacuation(member=member_name, moved=moved, stopped=stayed)
+
+    def _evacuate_with_policy(
+        self, member_name: str, mode: str, overrides: Sequence[_Instance]
+    ) -> None:
+        """Evacuate with ``cluster.evacuate`` set to ``mode`` on ``overrides`` meanwhile."""
+        applied: list[_Instance] = []
+        try:
+            for instance in overrides:
+                self._set_evacuate_policy(instance, mode)
+                applied.append(instance)
+            self._call("post", f"cluster/members/{member_name}/state", json={"action": "evacuate"})
+        except BaseException:
+            self._reset_evacuate_policies(applied)
+            raise
+        failures = self._reset_evacuate_policies(applied)
+        if failures:
+            raise LXDError(
+                f"{member_name} was evacuated, but cluster.evacuate could not be put back on "
+                + "; ".join(failures)
+            )
+
+    def _set_evacuate_policy(self, instance: _Instance, value: str) -> None:
+        # PATCH merges config keys; an empty value removes the key (measured on 5.0.2).
+        self._call(
+            "patch",
+            f"instances/{instance.name}",
+            params={"project": instance.project},
+            json={"config": {EVACUATE_KEY: value}},
+        )
+
+    def _reset_evacuate_policies(self, instances: Sequence[_Instance]) -> list[str]:
+        """Give ``instances`` their own ``cluster.evacuate`` back; what could not be reset."""
+        failures = []
+        for instance in instances:
+            try:
+                self._set_evacuate_policy(instance, instance.config.get(EVACUATE_KEY, ""))
+            except LXDError as exc:
+                logger.error("cannot reset %s of %s: %s", EVACUATE_KEY, instance.key, exc)
+                failures.append(f"{instance.key} ({exc})")
+        return failures
+
+    def restore(self, member_name: str) -> Evacuation:
+        """Bring an evacuated member back: LXD moves its instances home and starts them.
+
+        ``moved`` names the instances that came back (all now on ``member_name``),
+        ``started`` those started in place; ``already`` when it was not evacuated.
+        """
+        if not self._member(member_name).evacuated:
+            return Evacuation(member=member_name, moved={}, already=True)
+        before = {i.key: i for i in self._instances()}
+        self._call("post", f"cluster/members/{member_name}/state", json={"action": "restore"})
+        moved, started = {}, []
+        for instance in self._instances():
+            if instance.location != member_name:
+                continue
+            previous = before.get(instance.key)
+            if previous is not None and previous.location != member_name:
+                moved[instance.key] = member_name
+            elif previous is not None and previous.status != "Running" == instance.status:
+                started.append(instance.key)
+        return Evacuation(member=member_name, moved=moved, started=tuple(sorted(started)))
+
+    def start_instance(self, key: str) -> None:
+        """Start the instance ``project/name`` (wherever it is)."""
+        project, _, name = key.rpartition("/")
+        self._call(
+            "put",
+            f"instances/{name}/state",
+            params={"project": project or "default"},
+            json={"action": "start", "timeout": 60},
+        )
+
     def evacuate_member(self, member_name: str) -> bool:
-        """Move or stop every instance of ``member_name``; False when already evacuated."""
-        if self._member(member_name).evacuated:
-            return False
-        self._call("post", f"cluster/members/{member_name}/state", json={"action": "evacuate"})
-        return True
+        """Evacuate ``member_name`` (mode ``auto``); False when it was already evacuated."""
+        return not self.evacuate(member_name).already
 
     def restore_member(self, member_name: str) -> bool:
         """Bring an evacuated member back; False when it was not evacuated."""
-        if not self._member(member_name).evacuated:
-            return False
-        self._call("post", f"cluster/members/{member_name}/state", json={"action": "restore"})
-        return True
+        return not self.restore(member_name).already
+
+    def cluster_health(self) -> list[str]:
+        """What is wrong with the cluster, one line each; ``[]`` when healthy (or standalone).
+
+        Every member that is not online (offline, evacuated, ...) with LXD's message, and a
+        cluster database without a leader. A database this member cannot reach is a
+        problem too, not an error; a daemon that does not answer raises
+        :class:`LXDUnavailableError`.
+        """
+        if not self.server_info().clustered:
+            return []
+        try:
+            members = self.members()
+        except LXDUnavailableError as exc:
+            return [f"the cluster database is unavailable: {exc}"]
+        problems = []
+        for m in members:
+            if not m.online:
+                detail = f": {m.message}" if m.message else ""
+                problems.append(f"member {m.name} is {m.status.upper() or 'UNKNOWN'}{detail}")
+        if not any("database-leader" in m.roles for m in members):
+            problems.append("no member has the database-leader role")
+        return problems
 
     def remove_member(self, member_name: str, force: bool = False, evacuate: bool = False) -> None:
         """Remove ``member_name`` from the cluster and its certificate from the trust store.
@@ -839,6 +1097,157 @@ class LXD:
                 self._call("delete", f"certificates/{cert['fingerprint']}")
                 removed = True
         return removed
+
+    # -- trust ---------------------------------------------------------------------------
+
+    def cluster_certificate(self) -> str:
+        """The certificate (PEM) the HTTPS API serves: the cluster's, in a cluster."""
+        info = self._call("get", "") or {}
+        return str((info.get("environment") or {}).get("certificate", ""))
+
+    def trusted_certificates(self) -> list[TrustedCertificate]:
+        """The trust store: clients, metrics scrapers and the members' own certificates."""
+        listing = self._call("get", "certificates", params={"recursion": "1"}) or []
+        return sorted(
+            (
+                TrustedCertificate(
+                    name=str(c.get("name", "")),
+                    type=str(c.get("type", "")),
+                    fingerprint=str(c["fingerprint"]),
+                    restricted=bool(c.get("restricted")),
+                    projects=tuple(sorted(c.get("projects") or ())),
+                )
+                for c in listing
+            ),
+            key=lambda c: (c.type, c.name, c.fingerprint),
+        )
+
+    def trust_certificate(
+        self, name: str, pem: str, cert_type: str = "client", projects: Sequence[str] = ()
+    ) -> str:
+        """Trust the certificate ``pem`` (restricted to ``projects`` when any are given).
+
+        Idempotent: a certificate already trusted gets the name, type and projects asked
+        for when they differ. LXD 5.0.2 refuses to change a certificate's type ("The
+        certificate type cannot be changed", measured), so a type change removes the entry
+        and adds it again. A cluster member's own (``server``) certificate is never
+        touched. Returns the fingerprint (lowercase hex).
+
+        Raises:
+            InvalidCertificateError: ``pem`` is not a PEM certificate (nothing is sent).
+            CertificateRefusedError: ``cert_type`` is not ``client`` or ``metrics``, or
+                ``pem`` is a cluster member's certificate.
+            LXDError: LXD refused (an unknown project: its message).
+        """
+        if cert_type not in CLIENT_CERTIFICATE_TYPES:
+            raise CertificateRefusedError(
+                f"certificate type {cert_type!r}: only {' or '.join(CLIENT_CERTIFICATE_TYPES)}"
+            )
+        der = load_certificate(pem).public_bytes(serialization.Encoding.DER)
+        fingerprint = hashlib.sha256(der).hexdigest()
+        wanted = TrustedCertificate(
+            name=name,
+            type=cert_type,
+            fingerprint=fingerprint,
+            restricted=bool(projects),
+            projects=tuple(sorted(set(projects))),
+        )
+        current = next(
+            (c for c in self.trusted_certificates() if c.fingerprint == fingerprint), None
+        )
+        if current is not None and current.type == "server":
+            raise CertificateRefusedError(
+                f"{fingerprint[:12]} is the certificate of cluster member {current.name}; "
+                "it is not a client's to trust"
+            )
+        if current == wanted:
+            return fingerprint
+        body = {
+            "name": name,
+            "type": cert_type,
+            "restricted": wanted.restricted,
+            "projects": list(wanted.projects),
+        }
+        if current is not None and current.type == cert_type:
+            self._call("put", f"certificates/{fingerprint}", json=body)
+            return fingerprint
+        if current is not None:
+            self._call("delete", f"certificates/{fingerprint}")
+        self._call(
+            "post", "certificates", json={**body, "certificate": base64.b64encode(der).decode()}
+        )
+        return fingerprint
+
+    def untrust_certificate(self, fingerprint: str) -> bool:
+        """Remove a client or metrics certificate from the trust store.
+
+        ``fingerprint`` is any spelling :func:`normalize_fingerprint` accepts: all of it, or
+        a prefix of at least 12 digits that names exactly one entry. Returns False when no
+        entry matches.
+
+        Raises:
+            ValueError: not a fingerprint.
+            CertificateRefusedError: the prefix matches several entries, or the entry is a
+                cluster member's own certificate (remove the member instead).
+        """
+        wanted = normalize_fingerprint(fingerprint)
+        found = [c for c in self.trusted_certificates() if c.fingerprint.startswith(wanted)]
+        if not found:
+            return False
+        if len(found) > 1:
+            names = ", ".join(f"{c.name} ({c.fingerprint[:16]})" for c in found)
+            raise CertificateRefusedError(
+                f"{wanted} matches {len(found)} trusted certificates ({names}); give more digits"
+            )
+        (certificate,) = found
+        if certificate.type == "server":
+            raise CertificateRefusedError(
+                f"{certificate.fingerprint[:12]} is the certificate of cluster member "
+                f"{certificate.name}; remove the member instead"
+            )
+        self._call("delete", f"certificates/{certificate.fingerprint}")
+        return True
+
+    def issue_client_token(self, name: str, projects: Sequence[str] = ()) -> str:
+        """A single-use token a client redeems to get its certificate trusted.
+
+        The client sends it as ``password`` in ``POST /1.0/certificates`` over HTTPS with
+        its own certificate (``lxc remote add <name> <token>`` does that). The token lists
+        only this member's address: LXD 5.0.2 fails a token redeemed at another member
+        ("Bad certificate add operation data") and uses it up (measured).
+
+        Raises:
+            HTTPSNotListeningError: ``core.https_address`` is not set.
+            LXDError: LXD refused (its message).
+        """
+        if not self.server_info().config.get("core.https_address"):
+            raise HTTPSNotListeningError(
+                "core.https_address is not set: this LXD does not serve its HTTPS API, so no "
+                "client could redeem a token"
+            )
+        body = {
+            "name": name,
+            "type": "client",
+            "token": True,
+            "restricted": bool(projects),
+            "projects": sorted(set(projects)),
+        }
+        try:
+            # Not waited for: the token operation runs until the token is used.
+            response = self.client.api.certificates.post(json=body)
+        except pylxd.exceptions.LXDAPIException as exc:
+            raise _api_failure("cannot issue a client token", exc) from None
+        except requests.RequestException as exc:
+            raise LXDUnavailableError(f"LXD is not answering: {exc}") from None
+        meta = response.json()["metadata"]["metadata"]
+        token = {
+            "client_name": str(meta["request"]["name"]),
+            "fingerprint": str(meta["fingerprint"]),
+            "addresses": list(meta["addresses"]),
+            "secret": str(meta["secret"]),
+            "expires_at": str(meta.get("expiresAt") or NO_EXPIRY),
+        }
+        return base64.b64encode(json.dumps(token, separators=(",", ":")).encode()).decode()
 
     # -- networks and storage pools ------------------------------------------------------
 
@@ -1009,6 +1418,15 @@ class LXD:
                 f"(lxc {command} delete {obj.name}) so it is created again"
             )
         self._create_object(entity, obj, {}, f"{entity} {obj.name}")
+
+
+def _needs_override(policy: str, mode: str) -> bool:
+    """Whether an instance's ``cluster.evacuate`` must be set to ``mode`` for an evacuation."""
+    if mode == "stop":
+        return policy != "stop"
+    if mode == "migrate":
+        return policy not in ("migrate", "live-migrate")
+    return False
 
 
 def _check_kind(entity: str, obj: ObjectSpec, state: ObjectState | None) -> None:

@@ -8,6 +8,9 @@ Application databag (leader writes):
     ``snap-cohort``         cohort key every unit installs the snap with
     ``created-objects``     json sorted list of "entity/name" the leader saw created
                             cluster-wide: a change wakes the members waiting for them
+    ``upgrade``             json {"id", "channel", "order": [unit names, the leader last],
+                            "attempt"}: the rolling upgrade the upgrade action planned
+                            (kept once complete; see upgrade.py)
 Unit databag (each unit writes its own):
     ``member-name``, ``address`` (cluster address host:port), ``clustered`` (json bool)
     ``join-tokens``         issuer only: json {unit name: Juju secret id}; the tokens
@@ -19,6 +22,10 @@ Unit databag (each unit writes its own):
                             member: a change wakes the leader, which creates an object
                             cluster-wide once every member has it (LXD is the truth;
                             these two keys are only signals, LXD changes fire no hooks)
+    ``upgrade-done``        the id of the last upgrade this unit completed: a change wakes
+                            the next unit in the plan's order
+    ``upgrade-failed``      json {"id", "attempt", "reason", "step"}: this unit's step failed
+                            and the rollout stops until the operator runs upgrade again
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass
 import ops
 
 from charm_common.relation_data import unit_number
+from upgrade import Rollout, UpgradeFailure, UpgradePlan
 
 
 @dataclass(frozen=True)
@@ -205,3 +213,45 @@ class ClusterPeers:
         if relation is None:
             return None
         return next((u for u in relation.units if u.name == unit_name), None)
+
+    # -- the rolling upgrade -----------------------------------------------------------
+
+    def upgrade_plan(self) -> UpgradePlan | None:
+        """The last rolling upgrade the leader planned (``None`` when there was none)."""
+        raw = self._app_get("upgrade")
+        return UpgradePlan.from_json(raw) if raw else None
+
+    def set_upgrade_plan(self, plan: UpgradePlan) -> None:
+        """Leader only: record the rollout every unit follows."""
+        self.set_app(upgrade=plan.to_json())
+
+    def upgrade_rollout(self) -> Rollout | None:
+        """The last planned upgrade and how far every unit got (``None`` when none)."""
+        plan = self.upgrade_plan()
+        relation = self.relation
+        if plan is None or relation is None:
+            return None
+        done: dict[str, str] = {}
+        failures: dict[str, UpgradeFailure] = {}
+        for unit in (self._charm.unit, *relation.units):
+            data = relation.data[unit]
+            if data.get("upgrade-done"):
+                done[unit.name] = data["upgrade-done"]
+            if data.get("upgrade-failed"):
+                failures[unit.name] = UpgradeFailure.from_json(data["upgrade-failed"])
+        return Rollout(plan, done, failures, frozenset(self.unit_names()))
+
+    def record_upgrade_done(self, upgrade_id: str) -> None:
+        """This unit completed upgrade ``upgrade_id`` (the next unit's turn)."""
+        relation = self.relation
+        if relation is None:
+            return
+        data = relation.data[self._charm.unit]
+        data["upgrade-done"] = upgrade_id
+        data.pop("upgrade-failed", None)
+
+    def record_upgrade_failure(self, failure: UpgradeFailure) -> None:
+        """This unit's step failed: the rollout stops until the operator resumes it."""
+        relation = self.relation
+        if relation is not None:
+            relation.data[self._charm.unit]["upgrade-failed"] = failure.to_json()

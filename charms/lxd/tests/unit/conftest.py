@@ -7,7 +7,7 @@ import pytest
 from ops import testing
 
 from charm import LXDCharm
-from lxd import LXD, JoinToken, LXDPaths, Member, ServerInfo
+from lxd import LXD, JoinToken, LXDPaths, Member, ServerInfo, certificate_fingerprint
 
 FINGERPRINT = "ab" * 32
 TOKEN = JoinToken("lxd-1", FINGERPRINT, ("192.0.2.0:8443",), "s3cr3t-join-secret", "")
@@ -107,3 +107,13 @@ def ctx(lxd: MagicMock, installer: MagicMock, tuning: MagicMock) -> testing.Cont
 def ctx_unit1(lxd: MagicMock, installer: MagicMock, tuning: MagicMock) -> testing.Context:
     """Context for unit lxd/1 (a joiner)."""
     return testing.Context(LXDCharm, unit_id=1)
+
+
+def with_trust_store(lxd: MagicMock, cluster_cert: str) -> MagicMock:
+    """``lxd`` as a clustered member with two members and an empty trust store."""
+    lxd.server_info.return_value = server_info(True, **{"core.https_address": "10.0.0.0:8443"})
+    lxd.members.return_value = [member("lxd-1"), member("lxd-0")]
+    lxd.cluster_certificate.return_value = cluster_cert
+    lxd.trusted_certificates.return_value = []
+    lxd.trust_certificate.side_effect = lambda name, pem, *a, **k: certificate_fingerprint(pem)
+    return lxd

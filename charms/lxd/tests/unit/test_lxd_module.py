@@ -9,7 +9,6 @@ exactly as it does against a daemon.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import socket
@@ -25,11 +24,11 @@ import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pylxd.client import _APINode
 
 import lxd
+from charm_common import certs
+from charm_common.certs import InvalidCertificateError
 from lxd import (
     LXD,
     InvalidPreseedError,
@@ -201,20 +200,7 @@ def daemon(paths, api) -> LXD:
 
 
 def _self_signed(common_name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return certs.client_certificate(common_name)[1]
 
 
 @pytest.fixture(scope="module")
@@ -673,6 +659,7 @@ def test_failed_operation_is_an_lxd_error(daemon, api):
     # GIVEN an evacuation LXD starts but fails
     api.on("GET", "/1.0", server(clustered=True))
     api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("GET", "/1.0/instances", sync([]))
     api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
     api.on("GET", "/1.0/operations/op1/wait", op_failed("Failed to migrate c1"))
 
@@ -719,6 +706,7 @@ def test_operation_wait_error_is_an_lxd_error(daemon, api):
 def test_operation_wait_connection_error_is_unavailable(daemon, api):
     api.on("GET", "/1.0", server(clustered=True))
     api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("GET", "/1.0/instances", sync([]))
     api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
     api.on("GET", "/1.0/operations/op1/wait", requests.ReadTimeout("read timed out"))
 
@@ -729,6 +717,7 @@ def test_operation_wait_connection_error_is_unavailable(daemon, api):
 def test_operation_still_running_after_one_wait_is_waited_for_again(daemon, api):
     api.on("GET", "/1.0", server(clustered=True))
     api.on("GET", "/1.0/cluster/members", sync([{"server_name": "lxd-1", "status": "Online"}]))
+    api.on("GET", "/1.0/instances", sync([]))
     api.on("POST", "/1.0/cluster/members/lxd-1/state", started("op1"))
     running = sync({"status": "Running", "status_code": 103, "err": "", "metadata": None})
     api.on("GET", "/1.0/operations/op1/wait", running, op_done())
@@ -1244,6 +1233,8 @@ def cluster(api):
 
 
 def test_evacuate_member(daemon, cluster):
+    # GIVEN lxd-0 holds no instance (so it needs no other member online)
+    cluster.on("GET", "/1.0/instances", sync([i for i in INSTANCES if i["location"] != "lxd-0"]))
     cluster.on("POST", "/1.0/cluster/members/lxd-0/state", started("ev"))
     cluster.on("GET", "/1.0/operations/ev/wait", op_done())
 
@@ -1264,6 +1255,7 @@ def test_evacuate_unknown_member(daemon, cluster):
 
 
 def test_restore_member(daemon, cluster):
+    cluster.on("GET", "/1.0/instances", sync(INSTANCES))
     cluster.on("POST", "/1.0/cluster/members/lxd-1/state", started("re"))
     cluster.on("GET", "/1.0/operations/re/wait", op_done())
 
@@ -1273,9 +1265,743 @@ def test_restore_member(daemon, cluster):
     ]
 
 
+def test_start_instance_in_its_project(daemon, cluster):
+    cluster.on("PUT", "/1.0/instances/c1/state", started("st"))
+    cluster.on("GET", "/1.0/operations/st/wait", op_done())
+
+    daemon.start_instance("web/c1")
+
+    assert cluster.writes() == [
+        (
+            "PUT",
+            "/1.0/instances/c1/state",
+            {"params": {"project": "web"}, "json": {"action": "start", "timeout": 60}},
+        )
+    ]
+
+
 def test_restore_member_not_evacuated(daemon, cluster):
     assert daemon.restore_member("lxd-0") is False
     assert cluster.writes() == []
+
+
+# ---------------------------------------------------------------------------- day 2: evacuation
+
+THREE = [
+    {"server_name": "lxd-0", "status": "Online", "roles": ["database-leader"]},
+    {"server_name": "lxd-1", "status": "Online", "roles": ["database"]},
+    {"server_name": "lxd-2", "status": "Online", "roles": ["database"]},
+]
+
+
+def inst(
+    name: str,
+    location: str,
+    status: str = "Running",
+    project: str = "default",
+    config: dict[str, str] | None = None,
+    expanded: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One entry of ``GET /1.0/instances?recursion=1&all-projects=true``."""
+    local = dict(config or {})
+    return {
+        "name": name,
+        "project": project,
+        "location": location,
+        "status": status,
+        "config": local,
+        "expanded_config": {**local, **(expanded or {})},
+    }
+
+
+def members_api(api: FakeSession, members: list[dict[str, Any]]) -> FakeSession:
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", sync(members))
+    return api
+
+
+def policy(name: str, value: str, project: str = "default") -> tuple[str, str, dict[str, Any]]:
+    """The PATCH that sets (or, with '', removes) an instance's ``cluster.evacuate``."""
+    return (
+        "PATCH",
+        f"/1.0/instances/{name}",
+        {"params": {"project": project}, "json": {"config": {"cluster.evacuate": value}}},
+    )
+
+
+EVACUATE = ("POST", "/1.0/cluster/members/lxd-2/state", {"json": {"action": "evacuate"}})
+
+
+def evacuating(api: FakeSession, before: list[dict], after: list[dict], members=THREE) -> None:
+    """lxd-2 is evacuated: the instance listing changes from ``before`` to ``after``."""
+    members_api(api, members)
+    api.on("GET", "/1.0/instances", sync(before), sync(after))
+    api.on("POST", "/1.0/cluster/members/lxd-2/state", started("ev"))
+    api.on("GET", "/1.0/operations/ev/wait", op_done())
+
+
+def test_evacuate_auto_lets_lxd_decide_and_reports_where_instances_went(daemon, api):
+    # GIVEN lxd-2 runs c1, and c2 whose profile says cluster.evacuate=stop
+    before = [
+        inst("c1", "lxd-2"),
+        inst("c2", "lxd-2", expanded={"cluster.evacuate": "stop"}),
+        inst("web", "lxd-2", "Stopped", project="prod"),
+        inst("c3", "lxd-0"),
+    ]
+    after = [
+        inst("c1", "lxd-1"),
+        inst("c2", "lxd-2", "Stopped", expanded={"cluster.evacuate": "stop"}),
+        inst("web", "lxd-0", "Stopped", project="prod"),
+        inst("c3", "lxd-0"),
+    ]
+    evacuating(api, before, after)
+
+    # WHEN it is evacuated in mode auto
+    evacuation = daemon.evacuate("lxd-2")
+
+    # THEN LXD did it alone (no instance was touched) and the result says what happened
+    assert api.writes() == [EVACUATE]
+    assert evacuation == lxd.Evacuation(
+        member="lxd-2",
+        moved={"default/c1": "lxd-1", "prod/web": "lxd-0"},
+        stopped=("default/c2",),
+    )
+    assert evacuation.already is False
+
+
+def test_evacuate_stop_sets_the_policy_meanwhile_and_puts_each_back(daemon, api):
+    # GIVEN instances with no policy, their own "migrate", and "stop" already
+    before = [
+        inst("c1", "lxd-2"),
+        inst("c2", "lxd-2", config={"cluster.evacuate": "migrate"}),
+        inst("c3", "lxd-2", expanded={"cluster.evacuate": "stop"}),
+    ]
+    after = [inst(i["name"], "lxd-2", "Stopped", config=i["config"]) for i in before]
+    evacuating(api, before, after)
+    api.on("PATCH", "/1.0/instances/c1", sync({}))
+    api.on("PATCH", "/1.0/instances/c2", started("p2"))
+    api.on("GET", "/1.0/operations/p2/wait", op_done())
+
+    # WHEN lxd-2 is evacuated in mode stop
+    evacuation = daemon.evacuate("lxd-2", "stop")
+
+    # THEN only the instances LXD would otherwise move were set to stop, and put back after
+    assert api.writes() == [
+        policy("c1", "stop"),
+        policy("c2", "stop"),
+        EVACUATE,
+        policy("c1", ""),
+        policy("c2", "migrate"),
+    ]
+    assert evacuation == lxd.Evacuation(
+        "lxd-2", moved={}, stopped=("default/c1", "default/c2", "default/c3")
+    )
+
+
+def test_evacuate_migrate_moves_even_instances_that_say_stop(daemon, api):
+    before = [
+        inst("c1", "lxd-2", expanded={"cluster.evacuate": "stop"}),
+        inst("web", "lxd-2", project="prod", config={"cluster.evacuate": "stop"}),
+        inst("vm", "lxd-2", config={"cluster.evacuate": "live-migrate"}),
+        inst("c4", "lxd-2", config={"cluster.evacuate": "migrate"}),
+    ]
+    after = [
+        inst("c1", "lxd-0"),
+        inst("web", "lxd-1", project="prod", config={"cluster.evacuate": "stop"}),
+        inst("vm", "lxd-0", config={"cluster.evacuate": "live-migrate"}),
+        inst("c4", "lxd-1", config={"cluster.evacuate": "migrate"}),
+    ]
+    evacuating(api, before, after)
+    api.on("PATCH", "/1.0/instances/c1", sync({}))
+    api.on("PATCH", "/1.0/instances/web", sync({}))
+
+    evacuation = daemon.evacuate("lxd-2", "migrate")
+
+    assert api.writes() == [
+        policy("c1", "migrate"),
+        policy("web", "migrate", "prod"),
+        EVACUATE,
+        policy("c1", ""),
+        policy("web", "stop", "prod"),
+    ]
+    assert evacuation.moved == {
+        "default/c1": "lxd-0",
+        "prod/web": "lxd-1",
+        "default/vm": "lxd-0",
+        "default/c4": "lxd-1",
+    }
+    assert evacuation.stopped == ()
+
+
+NOBODY_ELSE = [
+    {"server_name": "lxd-0", "status": "Evacuated", "roles": ["database-leader"]},
+    {"server_name": "lxd-1", "status": "Offline", "roles": ["database"]},
+    {"server_name": "lxd-2", "status": "Online", "roles": ["database"]},
+]
+
+
+@pytest.mark.parametrize("mode", ["auto", "migrate"])
+def test_evacuate_is_refused_when_no_other_member_is_online(daemon, api, mode):
+    # GIVEN lxd-2 runs instances and the other members are evacuated or offline
+    members_api(api, NOBODY_ELSE)
+    api.on(
+        "GET",
+        "/1.0/instances",
+        sync([inst(f"c{n}", "lxd-2") for n in range(1, 5)] + [inst("x", "lxd-0")]),
+    )
+
+    # WHEN / THEN it is refused with the reason, and nothing was changed
+    with pytest.raises(lxd.EvacuationRefusedError) as exc_info:
+        daemon.evacuate("lxd-2", mode)
+    assert str(exc_info.value) == (
+        "no other cluster member is online to take 4 instance(s) of lxd-2 (default/c1, "
+        "default/c2, default/c3, ...); other members: lxd-0 Evacuated, lxd-1 Offline. "
+        "Restore a member first, or evacuate with mode=stop to stop the instances in place"
+    )
+    assert api.writes() == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "before"),
+    [
+        ("stop", [inst("c1", "lxd-2")]),
+        ("auto", [inst("c1", "lxd-2", expanded={"cluster.evacuate": "stop"})]),
+        ("auto", []),
+        ("migrate", [inst("c1", "lxd-0")]),
+    ],
+    ids=["mode-stop", "auto-nothing-would-move", "no-instances", "instances-elsewhere"],
+)
+def test_evacuate_without_other_members_when_nothing_moves(daemon, api, mode, before):
+    after = [{**i, "status": "Stopped"} for i in before]
+    evacuating(api, before, after, members=NOBODY_ELSE)
+    api.on("PATCH", "/1.0/instances/c1", sync({}))
+
+    evacuation = daemon.evacuate("lxd-2", mode)
+
+    assert EVACUATE in api.writes()
+    assert evacuation.moved == {}
+
+
+def test_evacuate_only_the_single_member(daemon, api):
+    # GIVEN a cluster of one member with an instance: there is nowhere to go
+    members_api(api, [{"server_name": "lxd-2", "status": "Online", "roles": []}])
+    api.on("GET", "/1.0/instances", sync([inst("c1", "lxd-2")]))
+
+    with pytest.raises(lxd.EvacuationRefusedError, match="other members: none\\. Restore"):
+        daemon.evacuate("lxd-2")
+
+
+def test_evacuate_unknown_mode_is_a_bug(daemon, api):
+    with pytest.raises(ValueError, match="unknown evacuation mode 'live'"):
+        daemon.evacuate("lxd-2", "live")
+    assert api.calls == []
+
+
+def test_evacuate_already_evacuated(daemon, cluster):
+    evacuation = daemon.evacuate("lxd-1", "stop")
+
+    assert evacuation == lxd.Evacuation("lxd-1", moved={}, already=True)
+    assert cluster.writes() == []
+
+
+def test_evacuate_a_member_that_does_not_exist(daemon, cluster):
+    with pytest.raises(LXDError, match="^'lxd-9' is not a cluster member$"):
+        daemon.evacuate("lxd-9")
+
+
+def test_failed_evacuation_puts_the_policies_back(daemon, api):
+    # GIVEN an evacuation in mode stop that LXD fails
+    evacuating(api, [inst("c1", "lxd-2")], [])
+    api.on("PATCH", "/1.0/instances/c1", sync({}))
+    api.on("GET", "/1.0/operations/ev/wait", op_failed("Failed to stop instance c1"))
+
+    # WHEN / THEN LXD's error is raised, after c1 got its own (no) policy back
+    with pytest.raises(LXDError, match="Failed to stop instance c1"):
+        daemon.evacuate("lxd-2", "stop")
+    assert api.writes() == [policy("c1", "stop"), EVACUATE, policy("c1", "")]
+
+
+def test_policy_that_cannot_be_set_stops_before_evacuating(daemon, api):
+    # GIVEN c2's policy cannot be changed (after c1's was)
+    evacuating(api, [inst("c1", "lxd-2"), inst("c2", "lxd-2")], [])
+    api.on("PATCH", "/1.0/instances/c1", sync({}))
+    api.on("PATCH", "/1.0/instances/c2", api_error(500, "disk full"))
+
+    # WHEN / THEN nothing is evacuated and c1 is put back
+    with pytest.raises(LXDAPIError, match="disk full"):
+        daemon.evacuate("lxd-2", "stop")
+    assert api.writes() == [policy("c1", "stop"), policy("c2", "stop"), policy("c1", "")]
+
+
+def test_policy_that_cannot_be_put_back_is_reported(daemon, api, caplog):
+    # GIVEN an evacuation that works but c1's policy cannot be reset afterwards
+    evacuating(api, [inst("c1", "lxd-2")], [inst("c1", "lxd-2", "Stopped")])
+    api.on("PATCH", "/1.0/instances/c1", sync({}), api_error(500, "database is locked"))
+
+    # WHEN / THEN the operator learns which instance keeps the temporary policy
+    with pytest.raises(LXDError) as exc_info:
+        daemon.evacuate("lxd-2", "stop")
+    assert str(exc_info.value) == (
+        "lxd-2 was evacuated, but cluster.evacuate could not be put back on default/c1 "
+        "(PATCH /1.0/instances/c1: database is locked)"
+    )
+    assert "cannot reset cluster.evacuate of default/c1" in caplog.text
+
+
+def test_failed_reset_after_a_failed_evacuation_keeps_lxds_error(daemon, api, caplog):
+    evacuating(api, [inst("c1", "lxd-2")], [])
+    api.on("PATCH", "/1.0/instances/c1", sync({}), api_error(500, "database is locked"))
+    api.on("GET", "/1.0/operations/ev/wait", op_failed("Failed to stop instance c1"))
+
+    with pytest.raises(LXDError, match="Failed to stop instance c1"):
+        daemon.evacuate("lxd-2", "stop")
+    assert "cannot reset cluster.evacuate of default/c1" in caplog.text
+
+
+RESTORE = ("POST", "/1.0/cluster/members/lxd-1/state", {"json": {"action": "restore"}})
+
+
+def test_restore_reports_instances_brought_home_and_started(daemon, cluster):
+    # GIVEN evacuated lxd-1: c1 went to lxd-0, web was stopped in place, x stays stopped
+    before = [
+        inst("c1", "lxd-0"),
+        inst("web", "lxd-1", "Stopped", project="prod"),
+        inst("x", "lxd-1", "Stopped"),
+        inst("y", "lxd-2"),
+    ]
+    after = [
+        inst("c1", "lxd-1"),
+        inst("web", "lxd-1", "Running", project="prod"),
+        inst("x", "lxd-1", "Stopped"),
+        inst("y", "lxd-2"),
+        inst("new", "lxd-1"),
+    ]
+    cluster.on("GET", "/1.0/instances", sync(before), sync(after))
+    cluster.on("POST", "/1.0/cluster/members/lxd-1/state", started("re"))
+    cluster.on("GET", "/1.0/operations/re/wait", op_done())
+
+    restoration = daemon.restore("lxd-1")
+
+    assert cluster.writes() == [RESTORE]
+    assert restoration == lxd.Evacuation(
+        "lxd-1", moved={"default/c1": "lxd-1"}, started=("prod/web",)
+    )
+
+
+def test_restore_unknown_member(daemon, cluster):
+    with pytest.raises(LXDError, match="^'lxd-9' is not a cluster member$"):
+        daemon.restore("lxd-9")
+
+
+def test_restore_of_a_member_that_is_not_evacuated(daemon, cluster):
+    assert daemon.restore("lxd-0") == lxd.Evacuation("lxd-0", moved={}, already=True)
+    assert cluster.writes() == []
+
+
+# ---------------------------------------------------------------------------- day 2: health
+
+
+def test_cluster_health_of_a_healthy_cluster(daemon, api):
+    members_api(api, THREE)
+
+    assert daemon.cluster_health() == []
+
+
+def test_cluster_health_lists_every_problem(daemon, cluster):
+    # GIVEN MEMBERS: lxd-1 evacuated, lxd-2 offline without a message; lxd-0 leads
+    assert daemon.cluster_health() == [
+        "member lxd-1 is EVACUATED: Unavailable due to maintenance",
+        "member lxd-2 is OFFLINE",
+    ]
+
+
+def test_cluster_health_without_a_database_leader(daemon, api):
+    members_api(
+        api,
+        [
+            {"server_name": "lxd-0", "status": "Online", "roles": ["database"]},
+            {"server_name": "lxd-1", "status": "", "roles": None},
+        ],
+    )
+
+    assert daemon.cluster_health() == [
+        "member lxd-1 is UNKNOWN",
+        "no member has the database-leader role",
+    ]
+
+
+def test_cluster_health_of_a_standalone_server(daemon, api):
+    api.on("GET", "/1.0", server())
+
+    assert daemon.cluster_health() == []
+    assert api.paths() == [("GET", "/1.0")]
+
+
+def test_cluster_health_when_the_database_is_unavailable(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True))
+    api.on("GET", "/1.0/cluster/members", api_error(500, "RAFT cluster is unavailable"))
+
+    assert daemon.cluster_health() == [
+        "the cluster database is unavailable: GET /1.0/cluster/members: "
+        "RAFT cluster is unavailable"
+    ]
+
+
+def test_cluster_health_when_the_daemon_does_not_answer(daemon, api):
+    api.on("GET", "/1.0", requests.ConnectionError("socket closed"))
+
+    with pytest.raises(LXDUnavailableError):
+        daemon.cluster_health()
+
+
+# ---------------------------------------------------------------------------- day 2: trust
+
+
+FP = "f253ed2b2620766eb5a34f96cf62ab1f69989338cf5c380304a831c1a3781f40"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        FP,
+        FP.upper(),
+        ":".join(FP[i : i + 2] for i in range(0, 64, 2)).upper(),
+        " ".join(FP[i : i + 2] for i in range(0, 64, 2)),
+        f"sha256:{FP}",
+        "SHA256 Fingerprint=" + ":".join(FP[i : i + 2] for i in range(0, 64, 2)).upper(),
+        "sha256 Fingerprint=" + ":".join(FP[i : i + 2] for i in range(0, 64, 2)),
+        f"  {FP}\n",
+    ],
+    ids=["lxd", "upper", "openssl-colons", "spaces", "sha256-label", "openssl", "openssl3", "ws"],
+)
+def test_normalize_fingerprint_spellings(spelling):
+    assert lxd.normalize_fingerprint(spelling) == FP
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [("F253ED2B2620", "f253ed2b2620"), ("f2:53:ed:2b:26:20:76", "f253ed2b262076")],
+)
+def test_normalize_fingerprint_keeps_a_prefix_of_12_or_more(spelling, expected):
+    assert lxd.normalize_fingerprint(spelling) == expected
+
+
+@pytest.mark.parametrize(
+    ("spelling", "message"),
+    [
+        ("", "is not a hexadecimal SHA-256 fingerprint"),
+        ("sha256:", "is not a hexadecimal SHA-256 fingerprint"),
+        (FP[:-1] + "g", "is not a hexadecimal SHA-256 fingerprint"),
+        ("f253-ed2b-2620", "is not a hexadecimal SHA-256 fingerprint"),
+        ("md5:" + FP, "is not a hexadecimal SHA-256 fingerprint"),
+        (FP[:11], "has 64 hex digits \\(or give at least the first 12\\), not 11$"),
+        (FP + "00", "not 66$"),
+    ],
+)
+def test_normalize_fingerprint_refuses(spelling, message):
+    with pytest.raises(ValueError, match=message):
+        lxd.normalize_fingerprint(spelling)
+
+
+def trusted(name: str, type_: str, fingerprint: str, projects=()) -> dict[str, Any]:
+    """One entry of ``GET /1.0/certificates?recursion=1``."""
+    return {
+        "name": name,
+        "type": type_,
+        "fingerprint": fingerprint,
+        "restricted": bool(projects),
+        "projects": list(projects),
+        "certificate": "-----BEGIN CERTIFICATE-----...",
+    }
+
+
+def test_trusted_certificates(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/certificates",
+        sync(
+            [
+                trusted("lxd-0", "server", "c8" * 32),
+                trusted("ops", "client", "aa" * 32, ["p2", "p1"]),
+                {"name": "grafana", "type": "metrics", "fingerprint": "bb" * 32},
+            ]
+        ),
+    )
+
+    assert daemon.trusted_certificates() == [
+        lxd.TrustedCertificate("ops", "client", "aa" * 32, True, ("p1", "p2")),
+        lxd.TrustedCertificate("grafana", "metrics", "bb" * 32, False, ()),
+        lxd.TrustedCertificate("lxd-0", "server", "c8" * 32, False, ()),
+    ]
+    assert api.calls == [("GET", "/1.0/certificates", {"params": {"recursion": "1"}})]
+
+
+def test_trusted_certificates_of_an_empty_store(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(None))
+
+    assert daemon.trusted_certificates() == []
+
+
+def _der_b64(pem: str) -> str:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def test_trust_certificate_adds_a_restricted_client(daemon, api, other_pem):
+    api.on("GET", "/1.0/certificates", sync([trusted("lxd-0", "server", "c8" * 32)]))
+    api.on("POST", "/1.0/certificates", sync({}))
+
+    fingerprint = daemon.trust_certificate("ops", other_pem, projects=["p2", "p1", "p2"])
+
+    assert fingerprint == sha256_of(other_pem)
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/certificates",
+            {
+                "json": {
+                    "name": "ops",
+                    "type": "client",
+                    "restricted": True,
+                    "projects": ["p1", "p2"],
+                    "certificate": _der_b64(other_pem),
+                }
+            },
+        )
+    ]
+
+
+def test_trust_certificate_adds_an_unrestricted_metrics_scraper(daemon, api, other_pem):
+    api.on("GET", "/1.0/certificates", sync([]))
+    api.on("POST", "/1.0/certificates", sync({}))
+
+    daemon.trust_certificate("prometheus", other_pem, "metrics")
+
+    [(_, _, kwargs)] = api.writes()
+    assert kwargs["json"]["type"] == "metrics"
+    assert kwargs["json"]["restricted"] is False
+    assert kwargs["json"]["projects"] == []
+
+
+def test_trust_certificate_already_trusted_as_asked(daemon, api, other_pem):
+    api.on(
+        "GET", "/1.0/certificates", sync([trusted("ops", "client", sha256_of(other_pem), ["p1"])])
+    )
+
+    assert daemon.trust_certificate("ops", other_pem, "client", ("p1",)) == sha256_of(other_pem)
+    assert api.writes() == []
+
+
+def test_trust_certificate_updates_name_and_projects(daemon, api, other_pem):
+    fingerprint = sha256_of(other_pem)
+    api.on("GET", "/1.0/certificates", sync([trusted("old", "client", fingerprint, ["p1"])]))
+    api.on("PUT", f"/1.0/certificates/{fingerprint}", sync({}))
+
+    daemon.trust_certificate("ops", other_pem)
+
+    assert api.writes() == [
+        (
+            "PUT",
+            f"/1.0/certificates/{fingerprint}",
+            {"json": {"name": "ops", "type": "client", "restricted": False, "projects": []}},
+        )
+    ]
+
+
+def test_trust_certificate_changes_the_type_by_adding_it_again(daemon, api, other_pem):
+    # GIVEN a client certificate that should become a metrics one (LXD cannot change types)
+    fingerprint = sha256_of(other_pem)
+    api.on("GET", "/1.0/certificates", sync([trusted("ops", "client", fingerprint)]))
+    api.on("DELETE", f"/1.0/certificates/{fingerprint}", sync({}))
+    api.on("POST", "/1.0/certificates", sync({}))
+
+    daemon.trust_certificate("ops", other_pem, "metrics")
+
+    assert api.paths()[-2:] == [
+        ("DELETE", f"/1.0/certificates/{fingerprint}"),
+        ("POST", "/1.0/certificates"),
+    ]
+
+
+def test_trust_certificate_never_touches_a_members_certificate(daemon, api, other_pem):
+    api.on("GET", "/1.0/certificates", sync([trusted("lxd-1", "server", sha256_of(other_pem))]))
+
+    with pytest.raises(lxd.CertificateRefusedError, match="certificate of cluster member lxd-1"):
+        daemon.trust_certificate("ops", other_pem)
+    assert api.writes() == []
+
+
+@pytest.mark.parametrize(
+    "pem",
+    ["", "not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"],
+)
+def test_trust_certificate_invalid_pem_never_reaches_lxd(daemon, api, pem):
+    with pytest.raises(InvalidCertificateError, match="not a PEM certificate"):
+        daemon.trust_certificate("ops", pem)
+    assert api.calls == []
+
+
+def test_trust_certificate_refuses_server_type(daemon, api, other_pem):
+    with pytest.raises(lxd.CertificateRefusedError, match="only client or metrics"):
+        daemon.trust_certificate("ops", other_pem, "server")
+    assert api.calls == []
+
+
+def test_trust_certificate_for_an_unknown_project(daemon, api, other_pem):
+    api.on("GET", "/1.0/certificates", sync([]))
+    api.on("POST", "/1.0/certificates", api_error(404, "Project not found"))
+
+    with pytest.raises(LXDError, match="^POST /1.0/certificates: Project not found$"):
+        daemon.trust_certificate("ops", other_pem, projects=["nope"])
+
+
+STORE = [
+    trusted("lxd-0", "server", "c8" * 32),
+    trusted("ops", "client", FP, ["p1"]),
+    trusted("grafana", "metrics", "f253ed2b2620" + "0" * 52),
+]
+
+
+@pytest.mark.parametrize(
+    "spelling", [FP, FP.upper(), ":".join(FP[i : i + 2] for i in range(0, 64, 2)), FP[:14]]
+)
+def test_untrust_certificate(daemon, api, spelling):
+    api.on("GET", "/1.0/certificates", sync(STORE))
+    api.on("DELETE", f"/1.0/certificates/{FP}", sync({}))
+
+    assert daemon.untrust_certificate(spelling) is True
+    assert api.writes() == [("DELETE", f"/1.0/certificates/{FP}", {})]
+
+
+def test_untrust_certificate_not_trusted(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(STORE))
+
+    assert daemon.untrust_certificate("ab" * 32) is False
+    assert api.writes() == []
+
+
+def test_untrust_certificate_refuses_an_ambiguous_prefix(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(STORE))
+
+    with pytest.raises(lxd.CertificateRefusedError) as exc_info:
+        daemon.untrust_certificate(FP[:12])
+    assert str(exc_info.value) == (
+        "f253ed2b2620 matches 2 trusted certificates (ops (f253ed2b2620766e), grafana "
+        "(f253ed2b26200000)); give more digits"
+    )
+    assert api.writes() == []
+
+
+def test_untrust_certificate_refuses_a_members_certificate(daemon, api):
+    api.on("GET", "/1.0/certificates", sync(STORE))
+
+    with pytest.raises(lxd.CertificateRefusedError, match="member lxd-0; remove the member"):
+        daemon.untrust_certificate("c8" * 32)
+    assert api.writes() == []
+
+
+def test_untrust_certificate_refuses_what_is_not_a_fingerprint(daemon, api):
+    with pytest.raises(ValueError, match="not a hexadecimal"):
+        daemon.untrust_certificate("ops")
+    assert api.calls == []
+
+
+def test_cluster_certificate(daemon, api, cluster_pem):
+    reply = server(clustered=True)
+    reply._body["metadata"]["environment"]["certificate"] = cluster_pem
+    api.on("GET", "/1.0", reply)
+
+    assert daemon.cluster_certificate() == cluster_pem
+
+
+def _certificate_token_op(expires: str | None = None) -> FakeResponse:
+    metadata: dict[str, Any] = {
+        "addresses": ["10.0.0.1:8443"],
+        "fingerprint": "c8" * 32,
+        "request": {"name": "ops", "type": "client", "token": True, "projects": ["p1"]},
+        "secret": "5ecret",
+    }
+    if expires is not None:
+        metadata["expiresAt"] = expires
+    return started("ct", {"id": "ct", "class": "token", "status_code": 103, "metadata": metadata})
+
+
+@pytest.mark.parametrize(
+    ("expires", "expires_at"),
+    [(None, "0001-01-01T00:00:00Z"), ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z")],
+)
+def test_issue_client_token(daemon, api, expires, expires_at):
+    api.on("GET", "/1.0", server(clustered=True, config={"core.https_address": "10.0.0.1:8443"}))
+    api.on("POST", "/1.0/certificates", _certificate_token_op(expires))
+
+    token = daemon.issue_client_token("ops", ["p1"])
+
+    # The token operation is not waited for: it runs until a client redeems the token.
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/certificates",
+            {
+                "json": {
+                    "name": "ops",
+                    "type": "client",
+                    "token": True,
+                    "restricted": True,
+                    "projects": ["p1"],
+                }
+            },
+        )
+    ]
+    assert ("GET", "/1.0/operations/ct/wait") not in api.paths()
+    # LXD's own wire format (what `lxc config trust add` prints): base64 of compact JSON.
+    assert (
+        base64.b64decode(token)
+        == json.dumps(
+            {
+                "client_name": "ops",
+                "fingerprint": "c8" * 32,
+                "addresses": ["10.0.0.1:8443"],
+                "secret": "5ecret",
+                "expires_at": expires_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+    )
+
+
+def test_issue_client_token_unrestricted(daemon, api):
+    api.on("GET", "/1.0", server(config={"core.https_address": "[::]:8443"}))
+    api.on("POST", "/1.0/certificates", _certificate_token_op())
+
+    daemon.issue_client_token("ops")
+
+    [(_, _, kwargs)] = api.writes()
+    assert kwargs["json"]["restricted"] is False
+    assert kwargs["json"]["projects"] == []
+
+
+def test_issue_client_token_without_https(daemon, api):
+    api.on("GET", "/1.0", server(config={"core.https_address": ""}))
+
+    with pytest.raises(lxd.HTTPSNotListeningError, match="^core.https_address is not set"):
+        daemon.issue_client_token("ops")
+    assert api.writes() == []
+
+
+def test_issue_client_token_lxd_refuses(daemon, api):
+    api.on("GET", "/1.0", server(config={"core.https_address": "10.0.0.1:8443"}))
+    api.on("POST", "/1.0/certificates", api_error(404, "Project not found"))
+
+    with pytest.raises(LXDNotFoundError, match="^cannot issue a client token: Project not found$"):
+        daemon.issue_client_token("ops", ["nope"])
+
+
+def test_issue_client_token_lxd_not_answering(daemon, api):
+    api.on("GET", "/1.0", server(config={"core.https_address": "10.0.0.1:8443"}))
+    api.on("POST", "/1.0/certificates", requests.ConnectionError("socket closed"))
+
+    with pytest.raises(LXDUnavailableError, match="socket closed"):
+        daemon.issue_client_token("ops")
 
 
 CERTIFICATES = [

@@ -14,12 +14,17 @@ LOG = "/var/lib/juju/probe.log"
 
 
 def log_hook(unit: ops.Unit, event: ops.EventBase) -> None:
-    """Append ``<unit> <hook> [remote=<unit>] [departing=<unit>]`` to :data:`LOG`."""
+    """Append ``<unit> <hook> [remote=<unit>] [departing=<unit>] [app=<app>]`` to :data:`LOG`.
+
+    ``app`` is the remote application of a relation-broken hook (``event.relation.app``).
+    """
     words = [unit.name, event.handle.kind.replace("_", "-")]
     if isinstance(event, ops.RelationEvent) and event.unit is not None:
         words.append(f"remote={event.unit.name}")
     if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit is not None:
         words.append(f"departing={event.departing_unit.name}")
+    if isinstance(event, ops.RelationBrokenEvent) and event.relation.app is not None:
+        words.append(f"app={event.relation.app.name}")
     os.makedirs(os.path.dirname(LOG), exist_ok=True)
     with open(LOG, "a") as f:
         f.write(" ".join(words) + "\n")

@@ -1,0 +1,1 @@
+../../probe/lib/probe_log.py
