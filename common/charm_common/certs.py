@@ -27,7 +27,7 @@ class InvalidCertificateError(ValueError):
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def generate_private_key() -> str:
