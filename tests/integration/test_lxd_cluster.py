@@ -1,12 +1,12 @@
-"""Deploy bundles/lxd-cluster.yaml on a real Juju controller and check the LXD cluster forms.
+"""Deploy the built bundle on a real Juju controller and check the LXD cluster forms.
 
-Skipped (see conftest.py) when there is no juju CLI or no controller. Without a Ceph
-provider in the model, ceph-link blocks asking for the ceph relation and LXD forms its
-cluster regardless.
+The same build the README's "Deploy on Juju" gives: ``scripts/build-charms`` writes
+``build/lxd-cluster.yaml`` (bundles/lxd-cluster.yaml with ``charm:`` at the built ``.charm``
+files), which this test deploys. Skipped (see conftest.py) when there is no juju CLI or no
+controller. Without a Ceph provider in the model, ceph-link blocks asking for the ceph
+relation and LXD forms its cluster regardless.
 
 Environment knobs:
-    LAB_<APP>_CHARM (e.g. LAB_LXD_CHARM, LAB_OVN_BRIDGE_CHARM): an already packed .charm
-        for that application (skips scripts/stage-charm --pack for it).
     LAB_KEEP_MODEL: if non-empty, keep the temporary Juju model after the test.
 """
 
@@ -16,34 +16,28 @@ import csv
 import io
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import jubilant
 import pytest
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = REPO_ROOT / "bundles" / "lxd-cluster.yaml"
 DEPLOY_TIMEOUT = 45 * 60
 
 
-def packed_charm(app: str) -> Path:
-    """``app``'s packed charm: staged with the shared code, then ``charmcraft pack``."""
-    prebuilt = os.environ.get(f"LAB_{app.upper().replace('-', '_')}_CHARM")
-    if prebuilt:
-        return Path(prebuilt).resolve()
+def built_bundle() -> Path:
+    """``build/lxd-cluster.yaml``, after ``scripts/build-charms`` built every charm."""
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "stage-charm"), app, "--pack"],
+        ["bash", str(REPO_ROOT / "scripts" / "build-charms")],  # noqa: S607
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 0, f"stage-charm {app} --pack failed:\n{result.stderr}"
-    charms = [Path(line) for line in result.stdout.splitlines() if line.endswith(".charm")]
-    assert charms, f"stage-charm --pack printed no .charm path:\n{result.stdout}"
-    return charms[-1]
+    assert result.returncode == 0, f"scripts/build-charms failed:\n{result.stderr}"
+    bundle = REPO_ROOT / "build" / "lxd-cluster.yaml"
+    assert bundle.is_file(), f"scripts/build-charms wrote no bundle:\n{result.stdout}"
+    return bundle
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +46,6 @@ def juju() -> Iterator[jubilant.Juju]:
     with jubilant.temp_model(keep=bool(os.environ.get("LAB_KEEP_MODEL"))) as juju:
         juju.wait_timeout = DEPLOY_TIMEOUT
         yield juju
-
-
-def local_bundle(dest: Path) -> Path:
-    """Write a copy of the lxd-cluster bundle whose local charms are packed ``.charm`` files."""
-    bundle = yaml.safe_load(BUNDLE.read_text())
-    for app, spec in bundle["applications"].items():
-        if str(spec["charm"]).startswith("."):
-            spec["charm"] = str(packed_charm(app))
-    dest.write_text(yaml.safe_dump(bundle, sort_keys=False))
-    return dest
 
 
 def cluster_formed(status: jubilant.Status) -> bool:
@@ -73,8 +57,8 @@ def cluster_formed(status: jubilant.Status) -> bool:
     )
 
 
-def test_lxd_cluster_forms(juju: jubilant.Juju, tmp_path: Path) -> None:
-    bundle = local_bundle(tmp_path / "lxd-cluster.yaml")
+def test_lxd_cluster_forms(juju: jubilant.Juju) -> None:
+    bundle = built_bundle()
 
     juju.deploy(bundle)
     juju.wait(cluster_formed, error=jubilant.any_error, timeout=DEPLOY_TIMEOUT)
