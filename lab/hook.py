@@ -32,11 +32,23 @@ from lab.machines import Machine
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def charm_class(charm_dir: str) -> type:
-    """The ``CharmBase`` subclass defined in ``<charm_dir>/src/charm.py``."""
-    for path in (os.path.join(REPO, "common"), f"{charm_dir}/lib", f"{charm_dir}/src"):
+def charm_path(charm_dir: str) -> None:
+    """Put the charm's code first on ``sys.path``, before anything imports ``ops``.
+
+    A built charm (``venv/``) as its dispatch runs it: ``src``, then ``lib`` and ``venv``
+    (its own ops, pydantic, ...); a source directory: ``src``, ``lib`` and this repository's
+    ``common`` (the lab's test charms).
+    """
+    built = os.path.isdir(f"{charm_dir}/venv")
+    shared = f"{charm_dir}/venv" if built else os.path.join(REPO, "common")
+    for path in (shared, f"{charm_dir}/lib", f"{charm_dir}/src"):
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def charm_class(charm_dir: str) -> type:
+    """The ``CharmBase`` subclass defined in ``<charm_dir>/src/charm.py``."""
+    charm_path(charm_dir)
     import ops
 
     module = importlib.import_module("charm")
@@ -201,6 +213,7 @@ def _juju_event_env(hook_event: Mapping[str, Any]) -> None:
 
 def execute(request: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """Run the hook ``request`` describes in this process; (exit code, result)."""
+    charm_path(request["charm_dir"])
     from ops import testing
 
     cls = charm_class(request["charm_dir"])

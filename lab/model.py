@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from lab import build
 from lab import bundle as bundles
 from lab.hook import run_hook
 from lab.machines import Lab, Machine
@@ -236,6 +237,8 @@ class Model:
         self.apps[app.name] = {
             "charm": meta.get("name", app.charm_dir.name),
             "charm_dir": str(app.charm_dir),
+            # where hooks run: this repository's charms as scripts/build-charms builds them
+            "run_dir": str(build.lab_charm(app.charm_dir)),
             "subordinate": app.subordinate,
             "base": app.base,  # its units' machines present it (a subordinate: its principal's)
             "options": dict(app.options),
@@ -595,7 +598,7 @@ class Model:
             b for b in app["bindings"] if (endpoints.get(b) or {}).get("scope") != "container"
         ]
         return {
-            "charm_dir": app["charm_dir"],
+            "charm_dir": app.get("run_dir", app["charm_dir"]),
             "app": unit["app"],
             "unit_id": unit_number(name),
             "machine": unit["machine"],

@@ -111,6 +111,9 @@ def test_deploy_forms_a_three_member_cluster(root: str):
     with open(os.path.join(root, "model.json")) as f:
         model = json.load(f)
     assert join_tokens(model["secrets"]) == []
+    # the hooks ran the charms as scripts/build-charms lays them out, not their sources
+    for app in ("lxd", "ovn-bridge", "ceph-link"):
+        assert model["applications"][app]["run_dir"] == os.path.join(REPO, "build", app)
     databags = json.dumps([r["app_data"] for r in model["relations"].values()])
     for unit in model["units"].values():  # LXD's API extension names include "token"
         data = {
