@@ -9,7 +9,9 @@ each member in turn, never with fewer than 2 members ONLINE, every container RUN
 end; a refresh that fails on the 2nd member stops the rollout there (that member stays
 evacuated, the 3rd is untouched) and a rerun completes it; the client lists instances over
 HTTPS with its own certificate and gets 403 once the relation is removed; the scrape job
-the client got returns ``lxd_`` metrics from every member with its certificate.
+the client got returns ``lxd_`` metrics from every member with its certificate;
+``api-port`` changed after bootstrap blocks every unit (naming the fix) and changes nothing
+in LXD (3 members ONLINE a minute later), and set back makes them active.
 """
 
 from __future__ import annotations
@@ -300,3 +302,29 @@ def test_the_scrape_job_gets_lxd_metrics_from_every_member(root: str):
     # the metrics certificate reads metrics and nothing else
     body, code = get(root, targets[0], config["server_name"], "/1.0/instances", *tls)
     assert code == "403", body
+
+
+def test_api_port_is_fixed_once_the_cluster_exists(root: str):
+    # GIVEN the running cluster, as every member sees its own server config
+    def server_configs() -> dict[str, str]:
+        return {u: lab(root, "exec", u, "--", "lxc", "config", "show").stdout for u in units(root)}
+
+    before = server_configs()
+    # WHEN the operator moves the API port
+    lab(root, "config", "lxd", "api-port=8444", "--timeout", TIMEOUT)
+    # THEN every unit says why it will not, and with what fix; LXD is left as it was
+    fix = "set it back: juju config lxd api-port=8443"
+    for name, unit in units(root).items():
+        status = unit["workload-status"]
+        assert status["current"] == "blocked", (name, status)
+        assert status["message"].startswith("api-port is fixed at 8443 since bootstrap"), status
+        assert status["message"].endswith(fix), status
+    time.sleep(60)  # longer than LXD takes to call a member without heartbeats OFFLINE
+    assert server_configs() == before
+    assert members(root, "lxd/0") == {member: "ONLINE" for member in HOMES.values()}
+    all_running_at_home(root)
+
+    # WHEN it is set back, THEN every unit is active again
+    lab(root, "config", "lxd", "api-port=8443", "--timeout", TIMEOUT)
+    for name, unit in units(root).items():
+        assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])

@@ -148,7 +148,7 @@ class LXDCharm(ops.CharmBase):
             self._install(config)
             self._publish_member_info()
             self._tune(config)
-            self._check_mode(config)
+            self._check_fixed_options(config)
             if config.mode == "standalone":
                 self._init_standalone(config)
             else:
@@ -211,12 +211,31 @@ class LXDCharm(ops.CharmBase):
         if changed:
             logger.info("sysctl settings changed: %s", ", ".join(changed))
 
-    def _check_mode(self, config: CharmConfig) -> None:
+    def _check_fixed_options(self, config: CharmConfig) -> None:
+        """Options that cannot change once the cluster exists block; nothing is applied."""
         if self.peers.mode and self.peers.mode != config.mode:
             raise blocked(
                 f"mode is fixed at {self.peers.mode!r} since bootstrap; "
                 f"set it back: juju config {self.app.name} mode={self.peers.mode}"
             )
+        fixed = self._cluster_port()
+        if fixed is not None and fixed != config.api_port:
+            # Members reach each other on cluster.https_address, which LXD cannot move in
+            # place: moving only core.https_address takes the members OFFLINE (measured).
+            raise blocked(
+                f"api-port is fixed at {fixed} since bootstrap (LXD cannot move a member's "
+                f"cluster address); set it back: juju config {self.app.name} api-port={fixed}"
+            )
+
+    def _cluster_port(self) -> int | None:
+        """The port of the cluster addresses: recorded at bootstrap, else this member's own."""
+        if self.peers.mode != "cluster":
+            return None
+        if self.peers.api_port:
+            return int(self.peers.api_port)
+        info = self.lxd.server_info()
+        address = str(info.config.get("cluster.https_address", ""))
+        return int(address.rpartition(":")[2]) if info.clustered and ":" in address else None
 
     def _init_standalone(self, config: CharmConfig) -> None:
         if self.lxd.init_standalone(self._api_address(config), config.preseed_data):
@@ -241,7 +260,11 @@ class LXDCharm(ops.CharmBase):
         ):
             logger.info("bootstrapped the cluster as %s", self.member_name)
         info = self.lxd.server_info()
-        self.peers.set_app(mode="cluster", cluster_fingerprint=info.certificate_fingerprint)
+        self.peers.set_app(
+            mode="cluster",
+            cluster_fingerprint=info.certificate_fingerprint,
+            api_port=str(config.api_port),
+        )
 
     def _record_members(self) -> None:
         """The leader records which members the charm created (only those are removed)."""

@@ -3,6 +3,7 @@
 Application databag (leader writes):
     ``mode``                "cluster" or "standalone", fixed at bootstrap
     ``cluster-fingerprint`` SHA-256 of the cluster certificate, set at bootstrap
+    ``api-port``            the port of every member's cluster address, fixed at bootstrap
     ``issuer``              the unit that issues join tokens and removes departed members
     ``members``             json {member name: unit name} of units that joined
     ``snap-cohort``         cohort key every unit installs the snap with
@@ -89,6 +90,11 @@ class ClusterPeers:
     def cluster_fingerprint(self) -> str:
         """Fingerprint of the cluster certificate ('' before bootstrap)."""
         return self._app_get("cluster-fingerprint")
+
+    @property
+    def api_port(self) -> str:
+        """The cluster addresses' port, recorded at bootstrap ('' before, or if unrecorded)."""
+        return self._app_get("api-port")
 
     @property
     def issuer(self) -> str:

@@ -61,6 +61,7 @@ def test_leader_bootstraps_the_cluster_once_on_any_event(ctx, lxd, event):
     app = out.get_relation(relation.id).local_app_data
     assert app["mode"] == "cluster"
     assert app["cluster-fingerprint"] == FINGERPRINT
+    assert app["api-port"] == "8443"
     assert app["issuer"] == "lxd/0"
     assert json.loads(app["members"]) == {"lxd-0": "lxd/0"}
     assert out.get_relation(relation.id).local_unit_data["clustered"] == "true"
@@ -532,6 +533,70 @@ def test_mode_cannot_change_after_bootstrap(ctx, lxd):
     assert out.unit_status == testing.BlockedStatus(
         "mode is fixed at 'cluster' since bootstrap; set it back: juju config lxd mode=cluster"
     )
+
+
+API_PORT_FIXED = (
+    "api-port is fixed at 8443 since bootstrap (LXD cannot move a member's cluster address); "
+    "set it back: juju config lxd api-port=8443"
+)
+
+
+@pytest.mark.parametrize("event", ["config_changed", "update_status", "leader_elected"])
+@pytest.mark.parametrize("leader", [True, False])
+def test_api_port_cannot_change_after_bootstrap(ctx, lxd, event, leader):
+    # GIVEN a member of a cluster bootstrapped on port 8443
+    lxd.server_info.return_value = server_info(True, **{"cluster.https_address": "192.0.2.0:8443"})
+    lxd.members.return_value = [member("lxd-0")]
+    relation = peer(app={**BOOTSTRAPPED, "api-port": "8443"})
+    # WHEN the operator sets another port
+    state = testing.State(leader=leader, config={"api-port": 8444}, relations=[relation])
+    out = ctx.run(getattr(ctx.on, event)(), state)
+    # THEN the unit blocks naming the option, the bootstrap value and the fix; LXD untouched
+    assert out.unit_status == testing.BlockedStatus(API_PORT_FIXED)
+    lxd.update_server_config.assert_not_called()
+    lxd.bootstrap_cluster.assert_not_called()
+    lxd.join_cluster.assert_not_called()
+    assert out.opened_ports == frozenset()
+
+
+def test_api_port_of_a_cluster_bootstrapped_without_the_record_is_its_address(ctx, lxd):
+    # GIVEN a cluster whose record predates api-port: the member's cluster address says 8443
+    lxd.server_info.return_value = server_info(True, **{"cluster.https_address": "192.0.2.0:8443"})
+    state = testing.State(
+        leader=True, config={"api-port": 8444}, relations=[peer(app=BOOTSTRAPPED)]
+    )
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == testing.BlockedStatus(API_PORT_FIXED)
+    lxd.update_server_config.assert_not_called()
+
+
+def test_api_port_set_back_is_applied_again(ctx, lxd):
+    # GIVEN the blocked cluster above, WHEN api-port is set back to the bootstrap value
+    lxd.server_info.return_value = server_info(True, **{"cluster.https_address": "192.0.2.0:8443"})
+    lxd.members.return_value = [member("lxd-0")]
+    relation = peer(app={**BOOTSTRAPPED, "api-port": "8443"})
+    state = testing.State(leader=True, config={"api-port": 8443}, relations=[relation])
+    out = ctx.run(ctx.on.config_changed(), state)
+    # THEN the unit is active and serves on it
+    lxd.update_server_config.assert_called_once_with(
+        {"core.https_address": "192.0.2.0:8443", "core.metrics_address": ""}
+    )
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (1 members)")
+
+
+def test_api_port_of_a_standalone_server_moves(ctx, lxd):
+    # GIVEN a standalone server (no cluster address to keep), WHEN api-port changes
+    lxd.init_standalone.return_value = False
+    relation = peer(app={"mode": "standalone"})
+    state = testing.State(
+        leader=True, config={"mode": "standalone", "api-port": 8444}, relations=[relation]
+    )
+    out = ctx.run(ctx.on.config_changed(), state)
+    # THEN LXD listens on the new port
+    lxd.update_server_config.assert_called_once_with(
+        {"core.https_address": "192.0.2.0:8444", "core.metrics_address": ""}
+    )
+    assert out.opened_ports == {testing.TCPPort(8444)}
 
 
 def test_standalone_mode_sets_up_an_independent_server(ctx, lxd):
