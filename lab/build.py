@@ -176,6 +176,8 @@ def install_venv(requirements: Path, platform: Platform | None) -> Path:
         _pure_wheel(missing, wheels)
         built.add(missing)
         shutil.rmtree(venv, ignore_errors=True)
+    # Console scripts name this machine's interpreter; charmcraft ships site-packages only.
+    shutil.rmtree(venv / "bin", ignore_errors=True)
     (venv / ".complete").write_text("")
     return venv
 

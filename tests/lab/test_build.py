@@ -100,7 +100,7 @@ def test_one_charm_file_per_platform_with_its_pythons_wheels(
         assert modes["dispatch"] & 0o111 and modes["src/charm.py"] & 0o111
         assert stat.S_ISLNK(modes["hooks/install"])
         assert "lib/charm_common/__init__.py" in names and "venv/ops/__init__.py" in names
-        assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
+        assert not any("__pycache__" in n or n.startswith(("tests/", "venv/bin/")) for n in names)
         assert manifest["bases"] == [
             {"name": "ubuntu", "channel": platform.base[7:], "architectures": [platform.arch]}
         ]
