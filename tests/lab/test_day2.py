@@ -11,7 +11,8 @@ evacuated, the 3rd is untouched) and a rerun completes it; the client lists inst
 HTTPS with its own certificate and gets 403 once the relation is removed; the scrape job
 the client got returns ``lxd_`` metrics from every member with its certificate;
 ``api-port`` changed after bootstrap blocks every unit (naming the fix) and changes nothing
-in LXD (3 members ONLINE a minute later), and set back makes them active.
+in LXD (3 members ONLINE a minute later), and set back makes them active; with
+``metrics-port`` set, the job's targets are the members' metrics listeners, which answer it.
 """
 
 from __future__ import annotations
@@ -283,7 +284,12 @@ def test_the_https_client_lists_instances_until_the_relation_goes(root: str):
         assert code == "403", body
 
 
-def test_the_scrape_job_gets_lxd_metrics_from_every_member(root: str):
+def scrape_every_target(root: str) -> tuple[list[str], str, list[str]]:
+    """Scrape ``/1.0/metrics`` of every target of the client's job as Prometheus would.
+
+    Returns:
+        The targets, the job's server name and curl's options for its tls_config.
+    """
     (job,) = json.loads(client_file(root, "scrape_jobs.json"))
     assert job["metrics_path"] == "/1.0/metrics" and job["scheme"] == "https"
     targets = [t for group in job["static_configs"] for t in group["targets"]]
@@ -299,9 +305,24 @@ def test_the_scrape_job_gets_lxd_metrics_from_every_member(root: str):
         body, code = get(root, target, config["server_name"], "/1.0/metrics", *tls)
         assert code == "200", body
         assert "lxd_cpu_seconds_total" in body, body[:500]
+    return targets, config["server_name"], tls
+
+
+def test_the_scrape_job_gets_lxd_metrics_from_every_member(root: str):
+    targets, server, tls = scrape_every_target(root)
+    assert all(target.endswith(":8443") for target in targets), targets
     # the metrics certificate reads metrics and nothing else
-    body, code = get(root, targets[0], config["server_name"], "/1.0/instances", *tls)
+    body, code = get(root, targets[0], server, "/1.0/instances", *tls)
     assert code == "403", body
+
+
+def test_with_a_metrics_port_the_job_scrapes_the_metrics_listeners(root: str):
+    lab(root, "config", "lxd", "metrics-port=9100", "--timeout", TIMEOUT)
+
+    targets, _, _ = scrape_every_target(root)
+    assert all(target.endswith(":9100") for target in targets), targets
+
+    lab(root, "config", "lxd", "metrics-port=0", "--timeout", TIMEOUT)
 
 
 def test_api_port_is_fixed_once_the_cluster_exists(root: str):

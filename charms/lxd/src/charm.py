@@ -160,9 +160,9 @@ class LXDCharm(ops.CharmBase):
                 self._remove_departed_members()
             self._upgrade(config)
             self._publish()
+            self._apply_server_config(config)  # before the relations that publish its ports
             self.https.reconcile()
             self.observability.reconcile()
-            self._apply_server_config(config)
             requests = self._member_requests()
             self._apply_requested_server_config(config, requests)
             self._define_objects_on_this_member(config, requests)

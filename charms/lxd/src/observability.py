@@ -8,7 +8,8 @@ dashboard encoding as those libraries use it):
 ``metrics-endpoint`` (``prometheus_scrape``), application databag, the leader writes:
     ``scrape_metadata``  json Juju topology (model, model_uuid, application, unit, charm_name)
     ``scrape_jobs``      json list with one job: ``/1.0/metrics`` over HTTPS, one static
-                         target per cluster member (its API address, label ``lxd_member``)
+                         target per cluster member (its API address, or its address on the
+                         dedicated metrics port when LXD has one; label ``lxd_member``)
     ``alert_rules``      json ``{"groups": [...]}`` from ``prometheus_alert_rules/``,
                          Juju topology labels injected
 unit databag, every unit: ``prometheus_scrape_unit_address`` (its address on the relation's
@@ -252,14 +253,28 @@ class ObservabilityProvider(ops.Object):
             return info.clustered
         return mode == STANDALONE and bool(info.config.get("core.https_address"))
 
+    def _metrics_port(self) -> str:
+        """The port of LXD's dedicated metrics listener (metrics-port), '' when it has none.
+
+        The option is the application's, so this member's ``core.metrics_address`` gives
+        the port every member listens on.
+        """
+        address = str(self._lxd.server_info().config.get("core.metrics_address", ""))
+        return address.rpartition(":")[2]
+
     def _member_targets(self) -> list[Target]:
+        port = self._metrics_port()
         members = sorted(self._lxd.members(), key=lambda m: m.name)
-        return [Target(m.name, m.address) for m in members]
+        return [
+            Target(m.name, f"{m.address.rpartition(':')[0]}:{port}" if port else m.address)
+            for m in members
+        ]
 
     def _own_target(self, mode: str) -> Target | None:
         if mode == STANDALONE:
-            address = str(self._lxd.server_info().config.get("core.https_address", ""))
-            return Target(member_name_for_unit(self._charm.unit.name), address)
+            config = self._lxd.server_info().config
+            address = config.get("core.metrics_address") or config.get("core.https_address", "")
+            return Target(member_name_for_unit(self._charm.unit.name), str(address))
         name = member_name_for_unit(self._charm.unit.name)
         return next((t for t in self._member_targets() if t.member == name), None)
 

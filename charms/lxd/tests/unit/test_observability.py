@@ -257,6 +257,50 @@ def test_lxd_not_answering_is_left_to_the_charm_status(ctx, cluster):
     assert out.secrets == frozenset()
 
 
+def test_with_a_metrics_port_every_target_is_the_members_metrics_listener(ctx, cluster):
+    # GIVEN metrics-port set: LXD listens for metrics on its own port
+    cluster.server_info.return_value = server_info(
+        True, **{"core.https_address": "10.0.0.0:8443", "core.metrics_address": "10.0.0.0:9100"}
+    )
+    relation, agent_relation = prometheus(), agent()
+    out = ctx.run(
+        ctx.on.update_status(),
+        state(relation, agent_relation, secrets=[metrics_secret()], config={"metrics-port": 9100}),
+    )
+    # THEN Prometheus scrapes every member there, and the agent this member there
+    (job,) = json.loads(out.get_relation(relation.id).local_app_data["scrape_jobs"])
+    assert job["static_configs"] == [
+        {"targets": ["lxd-0:9100"], "labels": {"lxd_member": "lxd-0"}},
+        {"targets": ["lxd-1:9100"], "labels": {"lxd_member": "lxd-1"}},
+    ]
+    config = json.loads(out.get_relation(agent_relation.id).local_unit_data["config"])
+    assert config["metrics_scrape_jobs"][0]["static_configs"] == [
+        {"targets": ["lxd-0:9100"], "labels": {"lxd_member": "lxd-0"}}
+    ]
+
+
+def test_standalone_with_a_metrics_port_scrapes_its_metrics_listener(ctx_unit1, cluster):
+    cluster.server_info.return_value = server_info(
+        False, **{"core.https_address": "10.0.0.1:8443", "core.metrics_address": "10.0.0.1:9100"}
+    )
+    cluster.members.return_value = []
+    agent_relation = agent()
+    out = ctx_unit1.run(
+        ctx_unit1.on.update_status(),
+        state(
+            agent_relation,
+            leader=False,
+            secrets=[metrics_secret()],
+            app={"mode": "standalone"},
+            config={"mode": "standalone", "metrics-port": 9100},
+        ),
+    )
+    config = json.loads(out.get_relation(agent_relation.id).local_unit_data["config"])
+    assert config["metrics_scrape_jobs"][0]["static_configs"] == [
+        {"targets": ["10.0.0.1:9100"], "labels": {"lxd_member": "lxd-1"}}
+    ]
+
+
 def test_standalone_unit_trusts_its_own_server_and_scrapes_itself(ctx_unit1, cluster):
     # GIVEN standalone servers: every unit trusts the application's certificate itself
     cluster.server_info.return_value = server_info(
