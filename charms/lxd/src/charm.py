@@ -947,17 +947,42 @@ class LXDCharm(ops.CharmBase):
                 return ops.ActiveStatus(f"standalone server (LXD {info.version})")
             if not info.clustered:
                 return ops.WaitingStatus("waiting to join the cluster")
-            count = len(self.lxd.members())
+            members = self.lxd.members()
         except LXDError as exc:
             return ops.WaitingStatus(f"LXD is not answering: {exc}")
-        return ops.ActiveStatus(f"cluster member {self.member_name} ({count} members)")
+        own = next((m for m in members if m.name == self.member_name), None)
+        if own is not None and _down(own):
+            return ops.BlockedStatus(f"member {own.name} {own.status.upper()}: {own.message}")
+        state = " evacuated" if own is not None and own.evacuated else ""
+        down = "".join(f"; {m.name} {m.status.upper()}" for m in members if _down(m))
+        return ops.ActiveStatus(
+            f"cluster member {self.member_name}{state} ({len(members)} members{down})"
+        )
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         upgrade = self._upgrade_app_status()
         if upgrade is not None:
             event.add_status(upgrade)
+        # What blocks the leader (a fixed option changed, say) blocks the application.
+        for status in self._statuses:
+            if isinstance(status, ops.BlockedStatus):
+                event.add_status(status)
         if self.peers.mode == "cluster":
-            event.add_status(ops.ActiveStatus(f"{len(self.peers.joined_members())} members"))
+            event.add_status(self._members_app_status())
+
+    def _members_app_status(self) -> ops.StatusBase:
+        """``3 members``, or how many are ONLINE and which are not (Blocked)."""
+        count = len(self.peers.joined_members())
+        try:
+            members = self.lxd.members() if self.lxd.server_info().clustered else []
+        except LXDError:
+            return ops.ActiveStatus(f"{count} members")  # the unit status says why
+        down = [m for m in members if _down(m)]
+        if not down:
+            return ops.ActiveStatus(f"{count} members")
+        online = sum(m.online for m in members)
+        names = ", ".join(f"{m.name} {m.status.upper()}" for m in down)
+        return ops.BlockedStatus(f"{online}/{len(members)} members ONLINE; {names}")
 
     def _upgrade_app_status(self) -> ops.StatusBase | None:
         """How far a rolling upgrade got (``None`` when none runs)."""
@@ -985,6 +1010,11 @@ class LXDCharm(ops.CharmBase):
 
     def _cluster_address(self, config: CharmConfig) -> str:
         return f"{self._binding_address('cluster')}:{config.api_port}"
+
+
+def _down(member: Member) -> bool:
+    """A member that neither serves instances nor was emptied on purpose (OFFLINE, ...)."""
+    return not member.online and not member.evacuated
 
 
 # -- action results (Juju keeps string maps: nested dicts flatten to dotted keys, lists

@@ -21,6 +21,7 @@ from lxd import (
     JoinToken,
     JoinTokenError,
     LXDUnavailableError,
+    Member,
     MemberConfigKey,
     MemberNotEmptyError,
     SoleDatabaseMemberError,
@@ -559,6 +560,15 @@ def test_api_port_cannot_change_after_bootstrap(ctx, lxd, event, leader):
     assert out.opened_ports == frozenset()
 
 
+def test_api_port_change_blocks_the_application_too(ctx, lxd):
+    lxd.server_info.return_value = server_info(True, **{"cluster.https_address": "192.0.2.0:8443"})
+    lxd.members.return_value = [member("lxd-0")]
+    relation = peer(app={**BOOTSTRAPPED, "api-port": "8443"})
+    state = testing.State(leader=True, config={"api-port": 8444}, relations=[relation])
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.app_status == testing.BlockedStatus(API_PORT_FIXED)
+
+
 def test_api_port_of_a_cluster_bootstrapped_without_the_record_is_its_address(ctx, lxd):
     # GIVEN a cluster whose record predates api-port: the member's cluster address says 8443
     lxd.server_info.return_value = server_info(True, **{"cluster.https_address": "192.0.2.0:8443"})
@@ -669,3 +679,50 @@ def test_snap_follower_installs_with_the_leaders_cohort(ctx_unit1, installer):
         ctx_unit1.on.install(), testing.State(relations=[peer(app={"snap-cohort": "k"})])
     )
     installer.install.assert_called_once_with("5.21/stable", "k")
+
+
+# -- member state in the statuses ------------------------------------------------------
+
+
+def offline(name: str) -> Member:
+    return Member(
+        name=name, url=f"https://{name}:8443", status="Offline", message="No heartbeat since 40s"
+    )
+
+
+@pytest.mark.parametrize("event", ["update_status", "config_changed"])
+def test_a_unit_whose_member_is_offline_blocks_with_lxds_message(ctx, lxd, event):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [offline("lxd-0"), member("lxd-1"), member("lxd-2")]
+    out = ctx.run(getattr(ctx.on, event)(), testing.State(relations=[peer(app=BOOTSTRAPPED)]))
+    assert out.unit_status == testing.BlockedStatus("member lxd-0 OFFLINE: No heartbeat since 40s")
+
+
+def test_another_member_offline_is_named_by_the_units_and_blocks_the_application(ctx, lxd):
+    # GIVEN three members, one of them no longer heard from
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1"), offline("lxd-2")]
+    relation = peer(
+        app={**BOOTSTRAPPED, "members": json.dumps({f"lxd-{n}": f"lxd/{n}" for n in range(3)})},
+        peers={1: member_peer(1), 2: member_peer(2)},
+    )
+    # WHEN the leader's update-status runs
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    # THEN its unit names the member, and the application says how many are ONLINE
+    assert out.unit_status == testing.ActiveStatus(
+        "cluster member lxd-0 (3 members; lxd-2 OFFLINE)"
+    )
+    assert out.app_status == testing.BlockedStatus("2/3 members ONLINE; lxd-2 OFFLINE")
+    lxd.remove_member.assert_not_called()
+
+
+def test_an_evacuated_member_is_reported_and_the_application_stays_active(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0", "Evacuated"), member("lxd-1")]
+    relation = peer(
+        app={**BOOTSTRAPPED, "members": json.dumps({"lxd-0": "lxd/0", "lxd-1": "lxd/1"})},
+        peers={1: member_peer(1)},
+    )
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 evacuated (2 members)")
+    assert out.app_status == testing.ActiveStatus("2 members")

@@ -602,6 +602,11 @@ def test_the_resumed_unit_retries_and_completes(ctx_unit2, lxd, installer):
     lxd.cluster_health.side_effect = lambda: (
         steps.append("health") or ["member lxd-2 is Evacuated"]
     )
+    # restored, LXD lists the member ONLINE again
+    lxd.restore.side_effect = lambda *a, **k: (
+        steps.append("restore")
+        or setattr(lxd.members, "return_value", [member(f"lxd-{n}") for n in range(3)])
+    )
     relation, state = unit_state(
         2,
         plan=UpgradePlan(**{**vars(PLAN), "attempt": 2}),
