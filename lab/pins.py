@@ -12,7 +12,8 @@ For every ``charms/<name>/requirements.txt`` (what the built charm's ``venv/`` h
 
 The closure is read from the installed packages' metadata, so run it where the charms'
 requirements are installed (``tox -e lint`` does). Exits 1 with one line per problem, each
-naming the file and the fix.
+naming the file and the fix. The platforms (each base's Python and glibc) are defined here
+once; ``lab/build.py`` builds a venv for each.
 
     python -m lab.pins [REPO_ROOT]
 """
