@@ -84,6 +84,14 @@ def member_view(host: lxdhosts.LXDHost) -> dict[str, str] | str:
         return str(exc)
 
 
+def database_leaders(host: lxdhosts.LXDHost) -> list[str] | None:
+    """The members ``host`` lists as database leader, or ``None`` while it cannot say."""
+    try:
+        return [m.name for m in host.lxd.members() if "database-leader" in m.roles]
+    except LXDUnavailableError:
+        return None
+
+
 def wait_members(
     host: lxdhosts.LXDHost, expected: dict[str, str], timeout: float = 90.0, stable: int = 3
 ) -> dict[str, str] | str:
