@@ -55,6 +55,7 @@ from lxd import (
     PENDING,
     ObjectPendingError,
     ObjectRefusedError,
+    Profile,
     fill_member_config,
     member_values_from_objects,
     needs_member_stage,
@@ -245,6 +246,45 @@ def test_dir_pool_member_by_member_then_cluster_wide(lab: Lab):
     assert lxd0.ensure_cluster_object("storage-pool", pool(lab, "lxd-0", "10MB")) is False
     assert lxd0.ensure_cluster_object("storage-pool", pool(lab, "lxd-0", "20MB")) is True
     assert lxd0.object_state("storage-pool", "local").config["rsync.bwlimit"] == "20MB"
+
+
+def test_what_lxd_cannot_change_in_place_is_refused_before_anything_is_sent(lab: Lab):
+    lxd1 = lab["lxd-1"].lxd
+    lxd1.check_changeable("storage-pool", pool(lab, "lxd-1", "30MB"), "lxd-1")  # mutable keys
+    with pytest.raises(ObjectRefusedError) as refused:
+        lxd1.check_changeable("storage-pool", pool(lab, "lxd-1", directory="moved"), "lxd-1")
+    assert str(refused.value).startswith(
+        f"storage-pool local has source {lab.path('pools', 'lxd-1', 'local')!r} on lxd-1, not "
+    )
+    with pytest.raises(ObjectRefusedError, match="exists with driver dir, not btrfs"):
+        lxd1.check_changeable("storage-pool", Spec("local", "btrfs"), "lxd-1")
+    # LXD itself would refuse the source change only after it was asked:
+    assert "cannot be changed" in lxc_refusal(
+        lab,
+        "lxd-1",
+        "PATCH",
+        "/1.0/storage-pools/local?target=lxd-1",
+        {"config": {"source": lab.path("pools", "lxd-1", "moved")}},
+    )
+
+
+def test_a_profile_is_created_then_given_what_differs_and_keeps_the_rest(lab: Lab):
+    wanted = Profile("lab", {"limits.cpu": "1"}, {"marker": {"type": "none"}}, "lab profile")
+    assert lab["lxd-0"].lxd.ensure_profile(wanted) is True
+    assert lab["lxd-0"].lxd.ensure_profile(wanted) is False
+    # The operator adds a key and a device of their own; the preseed changes the limit.
+    lab["lxd-1"].lxc("profile", "set", "lab", "limits.memory", "64MB")
+    lab["lxd-1"].lxc("profile", "device", "add", "lab", "own", "none")
+    changed = Profile("lab", {"limits.cpu": "2"}, dict(wanted.devices))
+
+    assert lab["lxd-0"].lxd.ensure_profile(changed) is True
+
+    shown = lxc_json(lab, "lxd-2", "/1.0/profiles/lab")  # cluster-wide
+    assert shown["config"] == {"limits.cpu": "2", "limits.memory": "64MB"}
+    assert shown["devices"] == {"marker": {"type": "none"}, "own": {"type": "none"}}
+    assert shown["description"] == "lab profile"  # a profile without one keeps it
+    with pytest.raises(ObjectRefusedError, match="^profile lab: "):
+        lab["lxd-0"].lxd.ensure_profile(Profile("lab", devices={"bad": {"type": "bogus"}}))
 
 
 def test_failed_creation_names_the_object_and_recovers(lab: Lab):

@@ -12,7 +12,9 @@ HTTPS with its own certificate and gets 403 once the relation is removed; the sc
 the client got returns ``lxd_`` metrics from every member with its certificate;
 ``api-port`` changed after bootstrap blocks every unit (naming the fix) and changes nothing
 in LXD (3 members ONLINE a minute later), and set back makes them active; with
-``metrics-port`` set, the job's targets are the members' metrics listeners, which answer it.
+``metrics-port`` set, the job's targets are the members' metrics listeners, which answer it;
+a ``preseed`` changed after bootstrap sets its server key and makes its profile on every
+member, and one that changes the default pool's driver blocks every unit, changing nothing.
 """
 
 from __future__ import annotations
@@ -347,5 +349,65 @@ def test_api_port_is_fixed_once_the_cluster_exists(root: str):
 
     # WHEN it is set back, THEN every unit is active again
     lab(root, "config", "lxd", "api-port=8443", "--timeout", TIMEOUT)
+    for name, unit in units(root).items():
+        assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])
+
+
+PRESEED = """\
+config: {images.auto_update_interval: 12}
+profiles:
+- {name: lab, description: set by the preseed, config: {limits.cpu: 1}}
+"""
+# The same, plus a change LXD cannot make in place (the default pool is a dir pool).
+PRESEED_NEW_DRIVER = """\
+config: {images.auto_update_interval: 24}
+storage_pools: [{name: default, driver: btrfs}]
+profiles:
+- {name: lab, config: {limits.cpu: 2}}
+"""
+
+
+def test_a_preseed_changed_after_bootstrap_is_applied_on_every_member(root: str):
+    lab(root, "config", "lxd", f"preseed={PRESEED}", "--timeout", TIMEOUT)
+
+    for name, unit in units(root).items():
+        assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])
+        interval = lab(
+            root, "exec", name, "--", "lxc", "config", "get", "images.auto_update_interval"
+        )
+        assert interval.stdout.strip() == "12", name
+        profile = yaml.safe_load(
+            lab(root, "exec", name, "--", "lxc", "profile", "show", "lab").stdout
+        )
+        assert profile["config"] == {"limits.cpu": "1"}, (name, profile)
+        assert profile["description"] == "set by the preseed"
+
+
+def test_a_preseed_change_lxd_cannot_make_in_place_blocks_and_changes_nothing(root: str):
+    def shown() -> dict[str, list[dict]]:
+        found = {}
+        for name in units(root):
+            views = [
+                yaml.safe_load(lab(root, "exec", name, "--", "lxc", *command).stdout)
+                for command in (
+                    ("config", "show"),
+                    ("storage", "show", "default"),
+                    ("profile", "show", "lab"),
+                )
+            ]
+            views[1]["locations"] = sorted(views[1]["locations"])  # LXD lists them in any order
+            found[name] = views
+        return found
+
+    before = shown()
+    lab(root, "config", "lxd", f"preseed={PRESEED_NEW_DRIVER}", "--timeout", TIMEOUT)
+
+    refusal = "preseed: storage-pool default exists with driver dir, not btrfs: rename one of them"
+    for name, unit in units(root).items():
+        status = unit["workload-status"]
+        assert (status["current"], status["message"]) == ("blocked", refusal), name
+    assert shown() == before
+
+    lab(root, "config", "lxd", f"preseed={PRESEED}", "--timeout", TIMEOUT)
     for name, unit in units(root).items():
         assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])

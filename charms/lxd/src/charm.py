@@ -11,6 +11,7 @@ applies them once the subordinate says it is ready.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +21,8 @@ import ops
 
 from charm_common.certs import InvalidCertificateError
 from charm_common.lxd_member import (
+    NETWORK,
+    STORAGE_POOL,
     ConflictingRequestsError,
     InvalidMemberDataError,
     LXDMemberProvider,
@@ -36,6 +39,7 @@ from charm_common.steps import StepStopped, blocked, waiting
 from charm_common.typed_input import InvalidInputError, Model, load_model
 from config import (
     MANAGED_TRUST_PREFIX,
+    PRESEED,
     AddTrustedClientParams,
     CharmConfig,
     EvacuateParams,
@@ -70,7 +74,6 @@ from lxd import (
     fill_member_config,
     member_name_for_unit,
     member_values_from_objects,
-    member_values_from_preseed,
     needs_member_stage,
 )
 from observability import ObservabilityProvider
@@ -164,9 +167,12 @@ class LXDCharm(ops.CharmBase):
             self.https.reconcile()
             self.observability.reconcile()
             requests = self._member_requests()
-            self._apply_requested_server_config(config, requests)
-            self._define_objects_on_this_member(config, requests)
-            self._create_objects(config, requests)
+            wanted = [self._preseed_request(config, requests), *ready_requests(requests)]
+            self._check_objects_changeable(config, wanted)
+            self._apply_requested_server_config(config, wanted)
+            self._define_objects_on_this_member(config, wanted)
+            self._create_objects(config, wanted)
+            self._apply_preseed_profiles(config)
             self._wait_for_subordinates(requests)
         except InvalidInputError as exc:
             self._statuses.append(ops.BlockedStatus(f"config: {exc}"))
@@ -409,9 +415,7 @@ class LXDCharm(ops.CharmBase):
         one text for every machine, a subordinate knows this machine (the interface it
         created, the files it wrote).
         """
-        values = member_values_from_preseed(config.preseed_data)
-        values.update(member_values_from_objects(requested_objects(requests)))
-        return values
+        return member_values_from_objects(requested_objects([config.preseed_request, *requests]))
 
     def _remove_departed_members(self) -> None:
         """The leader removes members whose unit is gone (after they were evacuated).
@@ -529,8 +533,41 @@ class LXDCharm(ops.CharmBase):
             raise blocked(f"conflicting lxd-member requests: {exc}") from None
         return requests
 
+    @staticmethod
+    def _preseed_request(config: CharmConfig, requests: list[MemberRequest]) -> MemberRequest:
+        """What the preseed asks for after bootstrap, less what a subordinate asks for.
+
+        A subordinate's object or server config value wins over the preseed's of the same
+        name, as its member-specific values do at a join (see :meth:`_member_values`).
+        """
+        preseed = config.preseed_request
+        taken = {(entity, obj.name) for entity, obj in requested_objects(requests)}
+        keys = requested_server_config(requests)
+        return dataclasses.replace(
+            preseed,
+            server_config={k: v for k, v in preseed.server_config.items() if k not in keys},
+            networks=tuple(o for o in preseed.networks if (NETWORK, o.name) not in taken),
+            storage_pools=tuple(
+                o for o in preseed.storage_pools if (STORAGE_POOL, o.name) not in taken
+            ),
+        )
+
+    def _check_objects_changeable(self, config: CharmConfig, wanted: list[MemberRequest]) -> None:
+        """Nothing is applied while an object is asked for as LXD cannot make it in place.
+
+        (Another driver or type, another pool source.) Checked before any step changes
+        something, so a preseed with such a change alongside others changes nothing.
+        """
+        member = self.member_name if config.mode == "cluster" else ""
+        for request in wanted:
+            for entity, obj in requested_objects([request]):
+                try:
+                    self.lxd.check_changeable(entity, obj, member)
+                except ObjectRefusedError as exc:
+                    raise blocked(f"{request.app}: {exc}") from None
+
     def _apply_requested_server_config(
-        self, config: CharmConfig, requests: list[MemberRequest]
+        self, config: CharmConfig, wanted: list[MemberRequest]
     ) -> None:
         """Server config is cluster-wide, yet every member checks it against its own view.
 
@@ -539,20 +576,19 @@ class LXDCharm(ops.CharmBase):
         """
         if config.mode == "cluster" and not self.lxd.server_info().clustered:
             return
-        ready = ready_requests(requests)
-        wanted = requested_server_config(ready)
-        if not wanted:
+        server_config = requested_server_config(wanted)
+        if not server_config:
             return
         try:
-            changed = self.lxd.update_server_config(wanted)
+            changed = self.lxd.update_server_config(server_config)
         except LXDAPIError as exc:
-            apps = ", ".join(r.app for r in ready if r.server_config)
+            apps = ", ".join(r.app for r in wanted if r.server_config)
             raise blocked(f"LXD refused the server config {apps} asks for: {exc.reason}") from None
         if changed:
-            logger.info("server config from subordinates updated")
+            logger.info("server config the preseed and subordinates ask for updated")
 
     def _define_objects_on_this_member(
-        self, config: CharmConfig, requests: list[MemberRequest]
+        self, config: CharmConfig, wanted: list[MemberRequest]
     ) -> None:
         """The first stage of a cluster object: each unit defines it on its own member.
 
@@ -563,7 +599,7 @@ class LXDCharm(ops.CharmBase):
             return
         defined = set()
         try:
-            for entity, obj in requested_objects(ready_requests(requests)):
+            for entity, obj in requested_objects(wanted):
                 if not needs_member_stage(entity, obj):
                     continue
                 if self.lxd.ensure_member_object(entity, obj, self.member_name):
@@ -574,20 +610,38 @@ class LXDCharm(ops.CharmBase):
         finally:
             self.peers.publish_defined_objects(defined)
 
-    def _create_objects(self, config: CharmConfig, requests: list[MemberRequest]) -> None:
-        """Networks, then storage pools, in order: every standalone server, or the leader."""
-        objects = requested_objects(ready_requests(requests))
+    def _create_objects(self, config: CharmConfig, wanted: list[MemberRequest]) -> None:
+        """Networks, then storage pools, in order: every standalone server, or the leader.
+
+        The leader records the subordinates' objects it created: a later joiner needs
+        their member-specific values from its own subordinates (the preseed's have
+        LXD's defaults, as at bootstrap).
+        """
+        objects = requested_objects(wanted)
         if config.mode == "standalone":
             for entity, obj in objects:
                 self._create_object(entity, obj, self.lxd.ensure_standalone_object)
         elif self._is_clustered_leader():
+            asked = requested_objects([r for r in wanted if r.app != PRESEED])
             for entity, obj in objects:
                 self._create_object(entity, obj, self.lxd.ensure_cluster_object)
-                self.peers.set_created_objects(
-                    self.peers.created_objects() | {f"{entity}/{obj.name}"}
-                )
+                if (entity, obj) in asked:
+                    self.peers.set_created_objects(
+                        self.peers.created_objects() | {f"{entity}/{obj.name}"}
+                    )
         else:
             self._wait_for_the_leaders_objects(objects)
+
+    def _apply_preseed_profiles(self, config: CharmConfig) -> None:
+        """The preseed's profiles (cluster-wide): every standalone server, or the leader."""
+        if config.mode == "cluster" and not self._is_clustered_leader():
+            return
+        for profile in config.preseed_profiles:
+            try:
+                if self.lxd.ensure_profile(profile):
+                    logger.info("created or updated profile %s", profile.name)
+            except ObjectRefusedError as exc:
+                raise blocked(f"{PRESEED}: {exc}") from None
 
     def _create_object(
         self, entity: str, obj: LXDObject, ensure: Callable[[str, LXDObject], bool]

@@ -8,8 +8,20 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from charm_common.certs import InvalidCertificateError, load_certificate
+from charm_common.lxd_member import NETWORK, MemberRequest
 from charm_common.typed_input import require_confirmation
-from lxd import InvalidPreseedError, normalize_fingerprint, parse_preseed
+from lxd import (
+    InvalidPreseedError,
+    Profile,
+    normalize_fingerprint,
+    parse_preseed,
+    preseed_objects,
+    preseed_profiles,
+    preseed_server_config,
+)
+
+# Who asks, in statuses, for what the preseed option asks for after bootstrap.
+PRESEED = "preseed"
 
 CHANNEL_RE = re.compile(r"^(latest|\d+\.\d+)(/(stable|candidate|beta|edge)(/[\w-]+)?)?$")
 # A name in LXD's trust store (a client's certificate or token): what an operator types.
@@ -106,6 +118,29 @@ class CharmConfig(pydantic.BaseModel):
     def preseed_data(self) -> dict[str, Any]:
         """The validated preseed as a mapping."""
         return parse_preseed(self.preseed)
+
+    @property
+    def preseed_request(self) -> MemberRequest:
+        """The preseed as desired state after bootstrap: asked for like a subordinate's.
+
+        Its server config, networks and storage pools go through the same steps as what
+        subordinates ask for (set from every member; objects defined per member, then
+        created cluster-wide by the leader); its profiles are :attr:`preseed_profiles`.
+        """
+        preseed = self.preseed_data
+        objects = preseed_objects(preseed)
+        return MemberRequest(
+            app=PRESEED,
+            server_config=preseed_server_config(preseed),
+            networks=tuple(o for entity, o in objects if entity == NETWORK),
+            storage_pools=tuple(o for entity, o in objects if entity != NETWORK),
+            ready=True,
+        )
+
+    @property
+    def preseed_profiles(self) -> list[Profile]:
+        """The profiles the preseed names."""
+        return preseed_profiles(self.preseed_data)
 
 
 class RemoveDeadMemberParams(pydantic.BaseModel):

@@ -19,12 +19,14 @@ from conftest import (
 )
 from installer import InstallError
 from lxd import (
+    CREATED,
     JoinToken,
     JoinTokenError,
     LXDUnavailableError,
     Member,
     MemberConfigKey,
     MemberNotEmptyError,
+    ObjectState,
     SoleDatabaseMemberError,
 )
 
@@ -243,6 +245,7 @@ def test_joiner_joins_with_its_token_and_member_config(ctx_unit1, lxd):
         setattr(lxd.server_info, "return_value", server_info(True)) or True
     )
     lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    lxd.object_state.return_value = ObjectState("dir", CREATED, ("lxd-0",))  # bootstrap's pool
     # WHEN the secret reaches it
     out = ctx_unit1.run(ctx_unit1.on.relation_changed(relation, remote_unit=0), state)
     # THEN it joined as lxd-1 with its own source, and says it is a member

@@ -14,6 +14,7 @@ from lxd import (
     ObjectRefusedError,
     ObjectState,
     ObjectUpdateRefusedError,
+    Profile,
 )
 
 NB = {"network.ovn.northbound_connection": "ssl:10.0.0.1:6641"}
@@ -258,6 +259,107 @@ def test_refused_update_of_an_existing_object_does_not_stop_the_others(ctx, lxd)
     assert out.unit_status == testing.BlockedStatus(refusal)
 
 
+# -- the preseed after bootstrap ----------------------------------------------------------
+
+PRESEED = (
+    "config: {images.auto_update_interval: 12}\n"
+    "networks: [{name: UPLINK, type: physical, config: {parent: eth0}}, {name: br0}]\n"
+    "storage_pools: [{name: local, driver: dir, config: {source: /srv/lxd}}]\n"
+    "profiles: [{name: lab, config: {limits.cpu: 1}}]\n"
+)
+BR0 = LXDObject("br0", "bridge")
+LOCAL = LXDObject("local", "dir", member_config={"source": "/srv/lxd"})
+LAB = Profile("lab", {"limits.cpu": "1"})
+
+
+def test_leader_makes_the_preseed_true_after_bootstrap(ctx, lxd):
+    # GIVEN the cluster exists and the operator has changed the preseed
+    lxd.ensure_cluster_object.return_value = True
+    cluster, state = cluster_member(lxd, True, config={"preseed": PRESEED})
+    # WHEN the leader reconciles
+    out = ctx.run(ctx.on.config_changed(), state)
+    # THEN its server key is set, its objects defined here and created, its profile made
+    assert call({"images.auto_update_interval": "12"}) in lxd.update_server_config.call_args_list
+    uplink = LXDObject("UPLINK", "physical", member_config={"parent": "eth0"})
+    assert lxd.ensure_cluster_object.call_args_list == [
+        call("network", uplink),
+        call("network", BR0),
+        call("storage-pool", LOCAL),
+    ]
+    assert call("storage-pool", LOCAL, "lxd-0") in lxd.ensure_member_object.call_args_list
+    lxd.ensure_profile.assert_called_once_with(LAB)
+    # a later joiner takes the preseed's values, or LXD's defaults: it waits for nothing
+    assert "created-objects" not in out.get_relation(cluster.id).local_app_data
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (2 members)")
+
+
+def test_other_members_set_the_preseed_config_and_define_its_objects(ctx_unit1, lxd):
+    lxd.object_state.return_value = CREATED
+    _, state = cluster_member(lxd, False, unit=1, config={"preseed": PRESEED})
+    out = ctx_unit1.run(ctx_unit1.on.config_changed(), state)
+    assert call({"images.auto_update_interval": "12"}) in lxd.update_server_config.call_args_list
+    assert call("storage-pool", LOCAL, "lxd-1") in lxd.ensure_member_object.call_args_list
+    lxd.ensure_cluster_object.assert_not_called()
+    lxd.ensure_profile.assert_not_called()  # profiles are cluster-wide: the leader's
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-1 (2 members)")
+
+
+@pytest.mark.parametrize("leader", [True, False])
+def test_a_preseed_lxd_cannot_apply_in_place_changes_nothing(ctx, ctx_unit1, lxd, leader):
+    # GIVEN the preseed asks for the pool with a driver it was not created with
+    refusal = "storage-pool local exists with driver zfs, not dir: rename one of them"
+    lxd.check_changeable.side_effect = lambda entity, obj, member: (
+        _raise(ObjectRefusedError(refusal)) if obj.name == "local" else None
+    )
+    unit = 0 if leader else 1
+    _, state = cluster_member(lxd, leader, unit=unit, config={"preseed": PRESEED})
+    # WHEN any unit reconciles
+    out = (ctx if leader else ctx_unit1).run(ctx.on.config_changed(), state)
+    # THEN it says so, naming who asks, and applies nothing of it
+    assert out.unit_status == testing.BlockedStatus(f"preseed: {refusal}")
+    not_applied(lxd)
+    lxd.ensure_profile.assert_not_called()
+    assert call("storage-pool", LOCAL, f"lxd-{unit}") in lxd.check_changeable.call_args_list
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def test_a_subordinate_wins_over_the_preseed_for_what_both_name(ctx, lxd):
+    # GIVEN the preseed and ovn-bridge both name UPLINK (the preseed has its own parent)
+    lxd.ensure_cluster_object.return_value = True
+    preseed = "networks: [{name: UPLINK, type: physical, config: {parent: eth0}}]\n"
+    _, state = cluster_member(lxd, True, subordinate(OVN_REQUEST), config={"preseed": preseed})
+    ctx.run(ctx.on.update_status(), state)
+    # THEN ovn-bridge's UPLINK is made, never the preseed's
+    assert [c.args for c in lxd.ensure_cluster_object.call_args_list] == [
+        ("network", UPLINK),
+        ("network", DEFAULT),
+    ]
+
+
+def test_a_profile_lxd_refuses_blocks(ctx, lxd):
+    lxd.ensure_profile.side_effect = ObjectRefusedError("profile lab: Device validation failed")
+    _, state = cluster_member(lxd, True, config={"preseed": PRESEED})
+    out = ctx.run(ctx.on.update_status(), state)
+    assert out.unit_status == testing.BlockedStatus(
+        "preseed: profile lab: Device validation failed"
+    )
+
+
+def test_a_preseed_setting_the_charms_address_blocks(ctx, lxd):
+    _, state = cluster_member(
+        lxd, True, config={"preseed": "config: {core.https_address: '0.0.0.0:9443'}"}
+    )
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith(
+        "config: invalid 'preseed': 'config' sets core.https_address, which the charm sets"
+    )
+    not_applied(lxd)
+
+
 # -- standalone --------------------------------------------------------------------------
 
 
@@ -273,6 +375,16 @@ def test_standalone_server_creates_everything_itself(ctx_unit1, lxd):
     ]
     lxd.ensure_member_object.assert_not_called()
     assert out.unit_status == testing.ActiveStatus("standalone server (LXD 5.0.2)")
+
+
+def test_standalone_server_makes_the_preseed_true(ctx_unit1, lxd):
+    relations = [peer(app={"mode": "standalone"})]
+    state = testing.State(config={"mode": "standalone", "preseed": PRESEED}, relations=relations)
+    ctx_unit1.run(ctx_unit1.on.config_changed(), state)
+    assert call({"images.auto_update_interval": "12"}) in lxd.update_server_config.call_args_list
+    assert call("storage-pool", LOCAL) in lxd.ensure_standalone_object.call_args_list
+    assert call("storage-pool", LOCAL, "") in lxd.check_changeable.call_args_list
+    lxd.ensure_profile.assert_called_once_with(LAB)
 
 
 # -- joining -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pylxd.client import _APINode
 import lxd
 from charm_common import certs
 from charm_common.certs import InvalidCertificateError
+from charm_common.lxd_member import LXDObject
 from lxd import (
     LXD,
     InvalidPreseedError,
@@ -46,6 +47,7 @@ from lxd import (
     ObjectRefusedError,
     ObjectState,
     ObjectUpdateRefusedError,
+    Profile,
     ServerInfo,
     SoleDatabaseMemberError,
     member_values_from_objects,
@@ -368,6 +370,28 @@ def test_parse_preseed_returns_the_mapping():
         ("networks: [{type: bridge}]\n", "'networks' must be a list of mappings with a 'name'"),
         ("profiles: [default]\n", "'profiles' must be a list of mappings with a 'name'"),
         ("config: [a, b]\n", "'config' must be a mapping"),
+        (
+            "storage_pools: [{name: fast}]\n",
+            "'storage_pools' entry 'fast' has no 'driver'",
+        ),
+        (
+            "config: {core.https_address: '10.0.0.1:9443', images.auto_update_interval: 6}\n",
+            "'config' sets core.https_address, which the charm sets from the api binding, "
+            "api-port and metrics-port: remove it",
+        ),
+        ("config: {a: [1]}\n", "'config' must map keys to plain values"),
+        (
+            "networks: [{name: br0, config: [x]}]\n",
+            "'networks' entry 'br0': 'config' must be a mapping",
+        ),
+        (
+            "profiles: [{name: p, devices: {eth0: {nictype: {x: 1}}}}]\n",
+            "'profiles' entry 'p': device 'eth0' must map keys to plain values",
+        ),
+        (
+            "profiles: [{name: p, devices: [eth0]}]\n",
+            "'profiles' entry 'p': 'devices' must be a mapping",
+        ),
     ],
 )
 def test_parse_preseed_rejects(text, message):
@@ -455,7 +479,7 @@ def test_build_preseed_keeps_operator_profiles():
     assert preseed["profiles"] == profiles
 
 
-def test_member_values_from_preseed_only_member_specific_keys():
+def test_member_values_of_preseed_objects_only_member_specific_keys():
     # GIVEN a preseed with member-specific and cluster-wide keys
     preseed = {
         "storage_pools": [
@@ -473,11 +497,59 @@ def test_member_values_from_preseed_only_member_specific_keys():
     }
 
     # WHEN / THEN values are strings keyed (entity, name, key)
-    assert lxd.member_values_from_preseed(preseed) == {
+    assert lxd.member_values_from_objects(lxd.preseed_objects(preseed)) == {
         ("storage-pool", "local", "source"): "/dev/sdb",
         ("storage-pool", "local", "size"): "30",
         ("network", "br0", "bridge.external_interfaces"): "eth1",
     }
+
+
+def test_preseed_objects_networks_then_pools_with_lxd_values():
+    # GIVEN a preseed with YAML scalars of every kind, and a network without a type
+    preseed = lxd.parse_preseed(
+        "storage_pools: [{name: local, driver: zfs, description: fast,"
+        " config: {source: /dev/sdb, zfs.clone_copy: false, volume.size: 10}}]\n"
+        "networks: [{name: br0, config: {ipv4.nat: true, bridge.external_interfaces: eth1}}]\n"
+        "config: {images.auto_update_interval: 6, core.trust_password: secret}\n"
+    )
+
+    # WHEN / THEN strings as LXD's API takes them, member-specific keys apart
+    assert lxd.preseed_objects(preseed) == [
+        (
+            "network",
+            LXDObject(
+                "br0", "bridge", {"ipv4.nat": "true"}, {"bridge.external_interfaces": "eth1"}
+            ),
+        ),
+        (
+            "storage-pool",
+            LXDObject(
+                "local",
+                "zfs",
+                {"zfs.clone_copy": "false", "volume.size": "10"},
+                {"source": "/dev/sdb"},
+                "fast",
+            ),
+        ),
+    ]
+    assert lxd.preseed_server_config(preseed) == {
+        "images.auto_update_interval": "6",
+        "core.trust_password": "secret",
+    }
+
+
+def test_preseed_profiles():
+    preseed = lxd.parse_preseed(
+        "profiles:\n"
+        "- {name: lab, description: small, config: {limits.cpu: 1},"
+        " devices: {eth0: {type: nic, network: br0}}}\n"
+        "- {name: bare}\n"
+    )
+
+    assert lxd.preseed_profiles(preseed) == [
+        Profile("lab", {"limits.cpu": "1"}, {"eth0": {"type": "nic", "network": "br0"}}, "small"),
+        Profile("bare"),
+    ]
 
 
 def test_fill_member_config_every_asked_key_then_our_other_values():
@@ -2381,6 +2453,136 @@ def test_name_taken_by_another_type_is_refused(daemon, api):
         "network UPLINK exists with type bridge, not physical: rename one of them"
     )
     assert api.writes() == []
+
+
+def test_changeable_object_of_another_type_is_refused(daemon, api):
+    api.on("GET", NET, network(kind="bridge"))
+
+    with pytest.raises(
+        ObjectRefusedError, match="^network UPLINK exists with type bridge, not physical"
+    ):
+        daemon.check_changeable("network", UPLINK, "lxd-1")
+    assert api.writes() == []
+
+
+def pool(status: str = "Created", config: dict[str, str] | None = None) -> FakeResponse:
+    """``GET /1.0/storage-pools/remote`` of a ceph pool."""
+    return sync({"name": "remote", "driver": "ceph", "status": status, "config": config or {}})
+
+
+def test_changeable_pool_with_another_source_on_this_member_is_refused(daemon, api):
+    # GIVEN the pool, created on lxd-1 from another source than the one asked for
+    api.on("GET", "/1.0/storage-pools/remote", pool(), pool(config={"source": "other"}))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.check_changeable("storage-pool", POOL, "lxd-1")
+
+    assert str(refused.value) == (
+        "storage-pool remote has source 'other' on lxd-1, not 'lxd': LXD cannot change it "
+        "in place; set it back or use another name"
+    )
+    assert api.calls[-1] == ("GET", "/1.0/storage-pools/remote", {"params": {"target": "lxd-1"}})
+    assert api.writes() == []
+
+
+@pytest.mark.parametrize(
+    "on_member",
+    [
+        pool(config={"source": "lxd", "ceph.osd.pool_name": "old"}),  # only mutable keys differ
+        pool("Pending", config={"source": "other"}),  # not made of it yet
+        pool(config={}),  # LXD shows no source (a ceph pool on a later member)
+        api_error(404, "Storage pool not found"),
+    ],
+)
+def test_changeable_pool(daemon, api, on_member):
+    api.on("GET", "/1.0/storage-pools/remote", pool(), on_member)
+
+    daemon.check_changeable("storage-pool", POOL, "lxd-1")
+
+    assert api.writes() == []
+
+
+def test_changeable_network_without_immutable_keys_is_read_once(daemon, api):
+    api.on("GET", NET, network(config={"parent": "eth9"}))
+
+    daemon.check_changeable("network", UPLINK, "lxd-1")
+
+    assert api.paths() == [("GET", NET)]
+
+
+LAB = Profile("lab", {"limits.cpu": "1"}, {"eth0": {"type": "nic", "network": "br0"}}, "small")
+PROFILE = "/1.0/profiles/lab"
+
+
+def test_missing_profile_is_created(daemon, api):
+    api.on("GET", PROFILE, api_error(404, "Profile not found"))
+    api.on("POST", "/1.0/profiles", sync({}))
+
+    assert daemon.ensure_profile(LAB) is True
+    assert api.writes() == [
+        (
+            "POST",
+            "/1.0/profiles",
+            {
+                "json": {
+                    "name": "lab",
+                    "config": {"limits.cpu": "1"},
+                    "devices": {"eth0": {"type": "nic", "network": "br0"}},
+                    "description": "small",
+                }
+            },
+        )
+    ]
+
+
+def test_profile_gets_what_differs_and_keeps_the_rest(daemon, api):
+    # GIVEN the profile with another limit, an older eth0, its own key and device
+    current = {
+        "name": "lab",
+        "description": "small",
+        "config": {"limits.cpu": "2", "limits.memory": "1GiB"},
+        "devices": {"eth0": {"type": "nic", "network": "lxdbr0"}, "root": {"type": "disk"}},
+    }
+    api.on("GET", PROFILE, sync(current))
+    api.on("PATCH", PROFILE, sync({}))
+
+    assert daemon.ensure_profile(LAB) is True
+
+    # THEN only what differs is sent (LXD's PATCH keeps the keys and devices not named)
+    assert api.writes() == [
+        (
+            "PATCH",
+            PROFILE,
+            {
+                "json": {
+                    "config": {"limits.cpu": "1"},
+                    "devices": {"eth0": {"type": "nic", "network": "br0"}},
+                }
+            },
+        )
+    ]
+
+
+def test_profile_as_wanted_is_left_alone(daemon, api):
+    current = {
+        "name": "lab",
+        "description": "small",
+        "config": dict(LAB.config),
+        "devices": {**LAB.devices, "root": {"type": "disk"}},
+    }
+    api.on("GET", PROFILE, sync(current))
+
+    assert daemon.ensure_profile(LAB) is False
+    assert api.writes() == []
+
+
+def test_profile_lxd_refuses(daemon, api):
+    api.on("GET", PROFILE, api_error(404, "Profile not found"))
+    api.on("POST", "/1.0/profiles", api_error(400, 'Device validation failed for "eth0"'))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_profile(LAB)
+    assert str(refused.value) == 'profile lab: Device validation failed for "eth0"'
 
 
 @pytest.mark.parametrize(
