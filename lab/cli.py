@@ -6,6 +6,7 @@
     lab remove-relation A[:ep] B[:ep]       lab run UNIT ACTION [key=value...]
     lab exec UNIT -- CMD...                 lab wait
     lab resolved UNIT                       lab destroy
+    lab kill-machine N                      lab start-machine N
 
 Commands that change the model run its hooks until it is idle before they return (as
 ``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
@@ -238,6 +239,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return machine.run(command).returncode
 
 
+def cmd_kill_machine(args: argparse.Namespace) -> int:
+    """Lose a machine as Juju does: every process killed, no more hooks run there."""
+    Model(args.root).kill_machine(args.machine)
+    return 0
+
+
+def cmd_start_machine(args: argparse.Namespace) -> int:
+    """Bring a lost machine back (its units run ``start``, as after a reboot), then wait."""
+    model = Model(args.root)
+    model.start_machine(args.machine)
+    return _settle(model, args)
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     """Run hooks (and update-status) until the model is idle."""
     return _settle(Model(args.root), args)
@@ -317,6 +331,8 @@ def _parser() -> argparse.ArgumentParser:
     verb("wait", cmd_wait)
     verb("resolved", cmd_resolved).add_argument("unit")
     verb("destroy", cmd_destroy, wait=False)
+    verb("kill-machine", cmd_kill_machine, wait=False).add_argument("machine")
+    verb("start-machine", cmd_start_machine).add_argument("machine")
     return parser
 
 

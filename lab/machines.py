@@ -42,6 +42,7 @@ from typing import Any
 from lab.procs import (
     UMOUNT,
     alive,
+    kill,
     mount_table,
     mounts_under,
     terminate,
@@ -519,6 +520,19 @@ class Lab:
         for machine in self.machines():
             found |= _mnt_ns_pids(machine.mount_ns)
         return _process_tree(found)
+
+    def kill_machine(self, name: str) -> list[int]:
+        """Kill every process of machine ``name`` at once (SIGKILL), as a power cut does.
+
+        Its namespaces, files and address stay: it can come back (its daemons are then
+        started by whatever starts them on a booting machine: here, the units' hooks).
+
+        Returns:
+            The processes still alive afterwards: empty when everything went.
+        """
+        machine = self.machine(name)
+        kill(_process_tree(set(machine.pids())))
+        return sorted(_process_tree(set(machine.pids())))
 
     def destroy_machine(self, name: str) -> list[str]:
         """Stop everything of machine ``name`` and remove it; the rest of the lab is untouched.

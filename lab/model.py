@@ -178,6 +178,33 @@ class Model:
         """The lab machine unit ``unit`` runs on."""
         return self.lab.machine(self.unit(unit)["machine"])
 
+    def _down(self, unit: str) -> bool:
+        """Whether unit ``unit``'s machine is down (no hook runs there)."""
+        return self.units[unit]["machine"] in self.s.get("down", [])
+
+    def kill_machine(self, machine: str) -> None:
+        """Lose ``machine`` as Juju loses one: every process killed, no more hooks there.
+
+        Its units' agents are ``lost``; their queued hooks wait for :meth:`start_machine`.
+        """
+        self.lab.machine(machine)  # it exists
+        left = self.lab.kill_machine(machine)
+        if left:
+            raise ModelError(f"machine {machine}: processes {left} survived SIGKILL")
+        if machine not in self.s.setdefault("down", []):
+            self.s["down"].append(machine)
+        self.save()
+
+    def start_machine(self, machine: str) -> None:
+        """Bring ``machine`` back, as after a reboot: each of its units runs ``start``."""
+        if machine not in self.s.get("down", []):
+            raise ModelError(f"machine {machine} is not down")
+        self.s["down"].remove(machine)
+        for name, unit in self.units.items():
+            if unit["machine"] == machine and unit["started"]:
+                self._queue(name, _event("start"), front=True)
+        self.save()
+
     def alive_units(self, app: str) -> list[str]:
         """Units of ``app`` that are not being removed, by number."""
         found = [n for n, u in self.units.items() if u["app"] == app and u["life"] == "alive"]
@@ -962,6 +989,7 @@ class Model:
             if unit["queue"]
             and (unit["agent"] != "error" or self._retrying(unit))
             and unit["retry_at"] <= now
+            and not self._down(name)
         ]
 
     def _run_queued(self, deadline: float) -> None:
@@ -985,6 +1013,8 @@ class Model:
             unit = self.units.get(name)
             if not unit or not unit["started"] or unit["life"] != "alive" or unit["queue"]:
                 continue
+            if self._down(name):
+                continue
             unit["queue"].append(_event("update_status"))
             outcome = self.step(name)
             changed |= outcome in ("changed", "failed")
@@ -998,9 +1028,12 @@ class Model:
         return [
             name
             for name, unit in self.units.items()
-            if self._retrying(unit)
-            or (unit["queue"] and unit["agent"] != "error")
-            or (unit["life"] == "alive" and unit["status"][0] in TRANSIENT)
+            if not self._down(name)
+            and (
+                self._retrying(unit)
+                or (unit["queue"] and unit["agent"] != "error")
+                or (unit["life"] == "alive" and unit["status"][0] in TRANSIENT)
+            )
         ]
 
     def unsettled(self) -> list[str]:
@@ -1061,6 +1094,8 @@ class Model:
         """Run ``action`` on unit ``name`` now; ``{"results": …}`` or ``{"failed": message}``."""
         unit = self.unit(name)
         app = self.apps[unit["app"]]
+        if self._down(name):
+            raise ModelError(f"{name} is on machine {unit['machine']}, which is down")
         if action not in app["actions"]:
             known = ", ".join(app["actions"]) or "none"
             raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
@@ -1080,12 +1115,19 @@ class Model:
         unit = self.units[name]
         app = self.apps[unit["app"]]
         agent = {"current": unit["agent"]}
+        workload = {"current": unit["status"][0], "message": unit["status"][1]}
         if unit["error"]:
             agent["message"] = unit["error"]
         if unit["life"] != "alive":
             agent["life"] = unit["life"]
+        if self._down(name):  # as Juju shows a unit whose machine stopped answering
+            agent = {"current": "lost", "message": "agent is not communicating with the server"}
+            workload = {
+                "current": "unknown",
+                "message": f"agent lost, see 'juju show-status-log {name}'",
+            }
         found: dict[str, Any] = {
-            "workload-status": {"current": unit["status"][0], "message": unit["status"][1]},
+            "workload-status": workload,
             "juju-status": agent,
             "leader": app["leader"] == name,
             "machine": unit["machine"],
@@ -1137,7 +1179,9 @@ class Model:
         machines: dict[str, Any] = {}
         for m in self.lab.machines():
             machines[m.name] = {
-                "juju-status": {"current": "started"},
+                "juju-status": {
+                    "current": "down" if m.name in self.s.get("down", []) else "started"
+                },
                 "dns-name": m.address,
                 "ip-addresses": [m.address],
                 "network-namespace": m.netns,

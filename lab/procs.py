@@ -101,15 +101,24 @@ def with_descendants(pids: Iterable[int]) -> set[int]:
 
 def terminate(pids: set[int], timeout: float = 10.0) -> None:
     """SIGTERM ``pids``, wait up to ``timeout`` seconds, SIGKILL the rest, wait again."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            pids = {pid for pid in pids if alive(pid)}
-            if not pids:
-                return
-            time.sleep(0.05)
+    kill(_signal_and_wait(pids, signal.SIGTERM, timeout))
+
+
+def kill(pids: set[int]) -> None:
+    """SIGKILL ``pids`` (no chance to clean up, as a power cut) and wait up to 5 s."""
+    _signal_and_wait(pids, signal.SIGKILL, 5.0)
+
+
+def _signal_and_wait(pids: set[int], sig: signal.Signals, timeout: float) -> set[int]:
+    """Send ``sig`` to ``pids``; the ones still alive after up to ``timeout`` seconds."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = {pid for pid in pids if alive(pid)}
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.05)

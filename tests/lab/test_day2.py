@@ -14,7 +14,9 @@ the client got returns ``lxd_`` metrics from every member with its certificate;
 in LXD (3 members ONLINE a minute later), and set back makes them active; with
 ``metrics-port`` set, the job's targets are the members' metrics listeners, which answer it;
 a ``preseed`` changed after bootstrap sets its server key and makes its profile on every
-member, and one that changes the default pool's driver blocks every unit, changing nothing.
+member, and one that changes the default pool's driver blocks every unit, changing nothing;
+a machine lost (``lab kill-machine``) is named OFFLINE by the other units and the
+application once LXD says so, and back (``lab start-machine``) its unit starts LXD again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import yaml
 from charm_common import certs
 from lab import hosts
 
-from .operator import BUNDLE, OVERLAY, instances, lab, leader, members, model_root, units
+from .operator import BUNDLE, OVERLAY, instances, lab, leader, members, model_root, status, units
 
 pytestmark = pytest.mark.ordered_steps
 
@@ -411,3 +413,52 @@ def test_a_preseed_change_lxd_cannot_make_in_place_blocks_and_changes_nothing(ro
     lab(root, "config", "lxd", f"preseed={PRESEED}", "--timeout", TIMEOUT)
     for name, unit in units(root).items():
         assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])
+
+
+def wait_for_members(root: str, unit: str, wanted: dict[str, str]) -> None:
+    """Wait until ``unit``'s member list is ``wanted``.
+
+    LXD calls a member OFFLINE once its heartbeats have stopped for
+    ``cluster.offline_threshold`` (20 s by default).
+    """
+    deadline = time.monotonic() + 180
+    while (seen := members(root, unit)) != wanted:
+        assert time.monotonic() < deadline, seen
+        time.sleep(2)
+
+
+def test_a_lost_machine_is_named_offline_and_back_active(root: str):
+    # GIVEN a non-leader's machine lost as Juju loses one: every process killed
+    lost = next(u for u in sorted(units(root)) if u != leader(root))
+    member = "lxd-" + lost.split("/")[1]
+    live = leader(root)
+    lab(root, "kill-machine", units(root)[lost]["machine"])
+
+    # WHEN LXD calls its member OFFLINE, THEN one update-status round later the other units
+    # and the application name it, and the lost unit shows its agent lost
+    wait_for_members(
+        root, live, {m: "OFFLINE" if m == member else "ONLINE" for m in HOMES.values()}
+    )
+    lab(root, "wait", "--timeout", TIMEOUT)
+    found = status(root)["applications"]["lxd"]
+    for name, unit in found["units"].items():
+        if name == lost:
+            assert unit["juju-status"]["current"] == "lost", unit
+        else:
+            message = unit["workload-status"]["message"]
+            assert message.endswith(f"(3 members; {member} OFFLINE)"), (name, message)
+    assert found["application-status"] == {
+        "current": "blocked",
+        "message": f"2/3 members ONLINE; {member} OFFLINE",
+    }
+
+    # WHEN the machine is back, THEN its unit starts LXD again and everything is active
+    lab(root, "start-machine", units(root)[lost]["machine"], "--timeout", TIMEOUT)
+    wait_for_members(root, live, {m: "ONLINE" for m in HOMES.values()})
+    lab(root, "wait", "--timeout", TIMEOUT)
+    found = status(root)["applications"]["lxd"]
+    for name, unit in found["units"].items():
+        assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])
+    assert found["application-status"] == {"current": "active", "message": "3 members"}
+    with open(os.path.join(root, "logs", f"unit-{lost.replace('/', '-')}.log")) as log:
+        assert "LXD was not running: started it" in log.read()

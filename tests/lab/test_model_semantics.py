@@ -17,6 +17,9 @@ model's state, the steps below prove that
   application databag change arrives as relation-changed without a remote unit;
 * a unit that changes its peer databag in every hook keeps the model from settling, and
   ``lab wait`` names it;
+* a killed machine (``lab kill-machine``: every process gone) runs no hooks and its units
+  show a lost agent while the others go on; started again, its units run ``start``, then
+  the hooks that waited;
 * removing the leader takes its subordinate and its machine with it: every unit it saw
   departs on both sides, then relation-broken, stop and remove; another unit is elected;
 * ``lab remove-relation`` refuses an ambiguous pair and a peer relation (exit 2); removing
@@ -37,6 +40,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from lab.hook import REPO
 from lab.machines import IP, Lab
@@ -285,6 +289,42 @@ def test_a_flapping_unit_keeps_the_model_from_settling(root: str):
     assert all(int(model.units[p]["data"][peers]["flap"]) > 3 for p in ("probe/0", "probe/1"))
     # once it stops flapping, the model settles again
     ok(lab(root, "config", "probe", "flap=false", "--timeout", TIMEOUT))
+
+
+def test_a_killed_machine_runs_no_hooks_until_it_starts_again(root: str):
+    # GIVEN a process running on the non-leader's machine
+    lost = next(n for n in ("probe/0", "probe/1") if n != leader(root, "probe"))
+    (lost_sub,) = units(root)[lost]["subordinates"]
+    machine = Model(root).machine_of(lost)
+    ok(lab(root, "exec", lost, "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 &"))
+    assert machine.pids()
+    before = {u: len(probe_log(root, u)) for u in (lost, lost_sub)}
+    greeting = yaml.safe_load(ok(lab(root, "config", "probe")))["greeting"]
+
+    # WHEN the machine is lost, and the config changes meanwhile
+    ok(lab(root, "kill-machine", machine.name))
+    ok(lab(root, "config", "probe", "greeting=salut", "--timeout", TIMEOUT))
+
+    # THEN nothing of it runs; its units (the subordinate too) show a lost agent
+    assert machine.pids() == []
+    found = units(root)
+    for name in (lost, lost_sub):
+        assert len(probe_log(root, name)) == before[name]
+        assert found[name]["juju-status"]["current"] == "lost"
+        assert found[name]["workload-status"]["current"] == "unknown"
+    assert status(root)["machines"][machine.name]["juju-status"]["current"] == "down"
+    refused = lab(root, "run", lost, "greet")
+    assert refused.returncode == 2 and "which is down" in refused.stderr, refused.stderr
+
+    # WHEN it comes back, THEN its units run start, then the hooks that waited
+    ok(lab(root, "start-machine", machine.name, "--timeout", TIMEOUT))
+
+    ran = hooks(probe_log(root, lost)[before[lost] :])
+    assert ran[0] == "start" and "config-changed" in ran, ran
+    assert hooks(probe_log(root, lost_sub)[before[lost_sub] :])[0] == "start"
+    assert units(root)[lost]["workload-status"]["message"] == "greeting salut"
+    assert {units(root)[n]["juju-status"]["current"] for n in (lost, lost_sub)} == {"idle"}
+    ok(lab(root, "config", "probe", f"greeting={greeting}", "--timeout", TIMEOUT))
 
 
 def test_removing_the_leader_takes_its_subordinate_and_elects_another(root: str):

@@ -188,7 +188,9 @@ class LXDCharm(ops.CharmBase):
     def _install(self, config: CharmConfig) -> None:
         if self.installer.installed_version() is None:
             self.installer.install(self._install_channel(config), self._snap_cohort())
-        self.installer.ensure_running()
+        if self.installer.ensure_running():
+            # A daemon that died (or a machine that rebooted) is started by the next hook.
+            logger.warning("LXD was not running: started it")
         self.lxd.wait_ready()
 
     def _install_channel(self, config: CharmConfig) -> str:
@@ -971,11 +973,12 @@ class LXDCharm(ops.CharmBase):
         # First: a stopped rollout names the step and how to resume; what follows from it
         # (e.g. the daemon that failed to restart) is for the logs.
         upgrade = self._upgrade_unit_status()
-        if upgrade is not None:
-            event.add_status(upgrade)
-        for status in self._statuses:
+        statuses = [*([upgrade] if upgrade else []), *self._statuses, self._workload_status()]
+        for status in statuses:
             event.add_status(status)
-        event.add_status(self._workload_status())
+        # ops shows the first Blocked one, if any: the leader shows it for the application.
+        blocked = [s.message for s in statuses if isinstance(s, ops.BlockedStatus)]
+        self.peers.publish_blocked(blocked[0] if blocked else "")
 
     def _upgrade_unit_status(self) -> ops.StatusBase | None:
         """Blocked while this unit's failed upgrade step stops the rollout."""
@@ -1017,10 +1020,13 @@ class LXDCharm(ops.CharmBase):
         upgrade = self._upgrade_app_status()
         if upgrade is not None:
             event.add_status(upgrade)
-        # What blocks the leader (a fixed option changed, say) blocks the application.
+        # What blocks the leader (a fixed option changed, say), then what blocks the other
+        # units (as they last said), blocks the application.
         for status in self._statuses:
             if isinstance(status, ops.BlockedStatus):
                 event.add_status(status)
+        for unit, message in self.peers.blocked_peers().items():
+            event.add_status(ops.BlockedStatus(f"{unit}: {message}"))
         if self.peers.mode == "cluster":
             event.add_status(self._members_app_status())
 

@@ -27,6 +27,8 @@ Unit databag (each unit writes its own):
                             the next unit in the plan's order
     ``upgrade-failed``      json {"id", "attempt", "reason", "step"}: this unit's step failed
                             and the rollout stops until the operator runs upgrade again
+    ``blocked``             the unit's Blocked status message, absent while it is not
+                            Blocked: the leader shows it in the application status
 """
 
 from __future__ import annotations
@@ -146,6 +148,29 @@ class ClusterPeers:
         data = relation.data[self._charm.unit]
         if data.get("defined-objects", "[]") != value:
             data["defined-objects"] = value
+
+    def publish_blocked(self, message: str) -> None:
+        """Say why this unit is Blocked ('': it is not); only when it changed.
+
+        Not once the unit is being removed: its peer relation is about to break.
+        """
+        relation = self.relation
+        if relation is None or self.departing:
+            return
+        data = relation.data[self._charm.unit]
+        if data.get("blocked", "") != message:
+            if message:
+                data["blocked"] = message
+            else:
+                del data["blocked"]
+
+    def blocked_peers(self) -> dict[str, str]:
+        """{unit name: its Blocked message} of the other units that are Blocked."""
+        relation = self.relation
+        if relation is None:
+            return {}
+        found = {u.name: relation.data[u].get("blocked", "") for u in relation.units}
+        return {name: found[name] for name in sorted(found, key=unit_number) if found[name]}
 
     @property
     def departing(self) -> bool:

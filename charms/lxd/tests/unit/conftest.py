@@ -85,6 +85,7 @@ def installer(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     inst = MagicMock()
     inst.uses_cohort = False
     inst.installed_version.return_value = "5.0.2"
+    inst.ensure_running.return_value = False  # running already
     inst.paths = LXDPaths("/var/lib/lxd", "/usr/bin/lxd", "/etc/ceph", "/etc/ovn")
     monkeypatch.setattr("charm.detect_installer", lambda: inst)
     return inst

@@ -720,3 +720,49 @@ def test_an_evacuated_member_is_reported_and_the_application_stays_active(ctx, l
     out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
     assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 evacuated (2 members)")
     assert out.app_status == testing.ActiveStatus("2 members")
+
+
+@pytest.mark.parametrize("leader", [True, False])
+def test_a_blocked_unit_tells_its_peers_why_and_stops_once_active(ctx, lxd, leader):
+    # GIVEN a member whose api-port was changed: Blocked
+    state = bootstrapped_on_8443(lxd, 8444, leader)
+    out = ctx.run(ctx.on.config_changed(), state)
+    (relation,) = out.relations
+    assert relation.local_unit_data["blocked"] == API_PORT_FIXED
+    # WHEN it is set back, THEN it says nothing any more
+    state = dataclasses.replace(out, config={"api-port": 8443})
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert "blocked" not in out.get_relation(relation.id).local_unit_data
+
+
+def test_the_application_shows_why_another_unit_is_blocked(ctx, lxd):
+    # GIVEN an active leader and lxd/2, which says it is Blocked
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member(f"lxd-{n}") for n in range(3)]
+    relation = peer(
+        app={**BOOTSTRAPPED, "members": json.dumps({f"lxd-{n}": f"lxd/{n}" for n in range(3)})},
+        peers={1: member_peer(1), 2: {**member_peer(2), "blocked": "preseed: bad"}},
+    )
+    # WHEN the leader's update-status runs
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    # THEN its own unit is active, the application says which unit is Blocked and why
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (3 members)")
+    assert out.app_status == testing.BlockedStatus("lxd/2: preseed: bad")
+
+
+def test_a_departing_unit_publishes_nothing_more(ctx, lxd):
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [offline("lxd-0"), member("lxd-1")]
+    relation = peer(app=BOOTSTRAPPED, local={"departing": "true"})
+    out = ctx.run(ctx.on.update_status(), testing.State(relations=[relation]))
+    assert out.unit_status.name == "blocked"
+    assert "blocked" not in out.get_relation(relation.id).local_unit_data
+
+
+def test_a_daemon_that_died_is_started_by_the_next_hook_and_logged(ctx, lxd, installer, caplog):
+    installer.ensure_running.return_value = True  # it was not running: started now
+    lxd.server_info.return_value = server_info(True)
+    lxd.members.return_value = [member("lxd-0")]
+    out = ctx.run(ctx.on.update_status(), testing.State(relations=[peer(app=BOOTSTRAPPED)]))
+    assert "LXD was not running: started it" in caplog.text
+    assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (1 members)")
