@@ -186,9 +186,10 @@ class LXDCharm(ops.CharmBase):
     # -- steps -------------------------------------------------------------------------
 
     def _install(self, config: CharmConfig) -> None:
-        if self.installer.installed_version() is None:
+        fresh = self.installer.installed_version() is None
+        if fresh:
             self.installer.install(self._install_channel(config), self._snap_cohort())
-        if self.installer.ensure_running():
+        if self.installer.ensure_running() and not fresh:
             # A daemon that died (or a machine that rebooted) is started by the next hook.
             logger.warning("LXD was not running: started it")
         self.lxd.wait_ready()

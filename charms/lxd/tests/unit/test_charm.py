@@ -766,3 +766,11 @@ def test_a_daemon_that_died_is_started_by_the_next_hook_and_logged(ctx, lxd, ins
     out = ctx.run(ctx.on.update_status(), testing.State(relations=[peer(app=BOOTSTRAPPED)]))
     assert "LXD was not running: started it" in caplog.text
     assert out.unit_status == testing.ActiveStatus("cluster member lxd-0 (1 members)")
+
+
+def test_the_first_start_after_install_is_not_a_warning(ctx, lxd, installer, caplog):
+    installer.installed_version.side_effect = lambda: "5.0.2" if installer.install.called else None
+    installer.ensure_running.return_value = True
+    ctx.run(ctx.on.install(), testing.State())
+    installer.install.assert_called_once()
+    assert "LXD was not running" not in caplog.text
