@@ -101,8 +101,21 @@ def local_policy(lab: Lab, name: str) -> str | None:
 
 
 def init_pid(lab: Lab, name: str) -> int:
-    state = json.loads(lab["lxd-0"].lxc("query", f"/1.0/instances/{name}/state"))
-    return int(state["pid"])
+    """The instance's init PID, asked of lxd-0 (LXD forwards to the member holding it).
+
+    Right after a member's daemon restarts, the others answer "Missing event connection
+    with target cluster member" until they have reconnected to it (seen in CI): ask again.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            state = json.loads(lab["lxd-0"].lxc("query", f"/1.0/instances/{name}/state"))
+        except RuntimeError as error:
+            if "Missing event connection" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        return int(state["pid"])
 
 
 def client_identity(lab: Lab, label: str) -> tuple[str, str, str]:
