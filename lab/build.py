@@ -253,6 +253,16 @@ def _executable(path: Path) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+#: The requirements of the lab's test charms that name none of their own.
+TEST_CHARM_REQUIREMENTS = REPO / "tests" / "lab" / "charms" / "requirements.txt"
+
+
+def requirements_of(charm_dir: Path) -> Path:
+    """The charm's ``requirements.txt``; a lab test charm without one: the shared file."""
+    own = charm_dir / "requirements.txt"
+    return own if own.is_file() else TEST_CHARM_REQUIREMENTS
+
+
 def build_dir(charm_dir: Path) -> Path:
     """``build/<charm>/``: the charm laid out for this host's Python (what the lab runs).
 
@@ -262,15 +272,17 @@ def build_dir(charm_dir: Path) -> Path:
     meta = charmcraft_yaml(charm_dir)
     dest = BUILD / str(meta["name"])
     files = list(charm_files(charm_dir))
+    requirements = requirements_of(charm_dir)
     stamp = _digest(
         DISPATCH,
         sys.version,
+        requirements.read_bytes(),
         *(f"{rel}:{path.stat().st_mode:o}" for rel, path in files),
         *(path.read_bytes() for _, path in files),
     )
     if (dest / STAMP).is_file() and (dest / STAMP).read_text() == stamp:
         return dest
-    venv = install_venv(charm_dir / "requirements.txt", None)
+    venv = install_venv(requirements, None)
     tmp = BUILD / f".{meta['name']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for relative, path in files:

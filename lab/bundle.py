@@ -17,10 +17,9 @@ Supported:
   application of the bundle is deep-merged, any other is added (a local ``charm`` path in
   an overlay is relative to the overlay file), relations are added to the bundle's.
 
-Every option is checked against the charm's ``charmcraft.yaml`` (name and type) and, when the
-charm has ``src/config.py``, against its own ``CharmConfig`` model (run in a subprocess with
-the charm's ``src``, ``lib`` and the repository's ``common`` on ``PYTHONPATH``), so a value
-the charm would block on is reported here with the charm's own message.
+Every option is checked as Juju checks it, against the charm's ``charmcraft.yaml``: the
+option exists and its value has the declared type. Nothing more: a value the charm refuses
+reaches the charm, whose own Blocked status is what an operator sees (as on Juju).
 
 Every problem is a :class:`BundleError` naming the file (the bundle, or the overlay that set
 the key), the key path (e.g. ``applications.lxd.options.api-port``) and what is valid.
@@ -28,11 +27,8 @@ the key), the key path (e.g. ``applications.lxd.options.api-port``) and what is 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,25 +49,6 @@ SERIES_BASES = {codename: f"ubuntu@{version}" for version, codename in UBUNTU_RE
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]*[a-z][a-z0-9]*)*$")
 BASE_RE = re.compile(r"^(?P<os>[a-z]+)@(?P<channel>\d+(\.\d+)*)(/[a-z]+)?$")
 ENDPOINT_ROLES = ("provides", "requires", "peers")
-MODEL_TIMEOUT = 120  # seconds for one charm's config-model check
-
-# Run by the charm's own interpreter environment: reads the merged config as JSON on stdin,
-# prints one JSON object: {"ok": true}, {"error": msg} (InvalidInputError) or {"crash": msg}.
-_MODEL_CHECK = """
-import json, sys
-data = json.load(sys.stdin)
-try:
-    from charm_common.typed_input import InvalidInputError, load_model
-    from config import CharmConfig
-    try:
-        load_model(CharmConfig, data)
-    except InvalidInputError as exc:
-        print(json.dumps({"error": str(exc)}))
-    else:
-        print(json.dumps({"ok": True}))
-except Exception as exc:
-    print(json.dumps({"crash": f"{type(exc).__name__}: {exc}"}))
-"""
 
 
 class BundleError(ValueError):
@@ -633,83 +610,6 @@ def _check_subordinates(
 # ---------------------------------------------------------------------------- charm models
 
 
-def _model_pythonpath(charm_dir: Path) -> str | None:
-    """PYTHONPATH for the charm's config model, or ``None`` when it cannot be checked."""
-    if not (charm_dir / "src" / "config.py").is_file():
-        return None
-    paths = [charm_dir / "src", charm_dir / "lib"]
-    for parent in charm_dir.parents:
-        if (parent / "common" / "charm_common" / "typed_input.py").is_file():
-            return os.pathsep.join(str(path) for path in [*paths, parent / "common"])
-    if (charm_dir / "lib" / "charm_common").is_dir():  # a staged charm
-        return os.pathsep.join(str(path) for path in paths)
-    return None
-
-
-def _start_model_check(app: Application) -> subprocess.Popen[str] | None:
-    pythonpath = _model_pythonpath(app.charm_dir)
-    if pythonpath is None or not app.options:
-        return None
-    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-P", "-c", _MODEL_CHECK],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=app.charm_dir,
-        env=env,
-    )
-
-
-def _model_error_path(app: Application, message: str) -> str:
-    """The option's key path when the charm's message names exactly one option the bundle set."""
-    named = set(re.findall(r"invalid '([^']+)'", message))
-    prefix = f"applications.{app.name}.options"
-    if len(named) == 1 and (name := named.pop()) in app.options:
-        return f"{prefix}.{name}"
-    return prefix
-
-
-def _finish_model_check(where: _Where, app: Application, process: subprocess.Popen[str]) -> None:
-    try:
-        out, err = process.communicate(json.dumps(app.config()), timeout=MODEL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise where.error(
-            f"applications.{app.name}.options",
-            f"the charm's config model did not answer within {MODEL_TIMEOUT}s",
-        ) from None
-    try:
-        result = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        result = {"crash": f"exit status {process.returncode}: {err.strip()[-500:]}"}
-    if "error" in result:
-        message = f"the charm rejects its config: {result['error']}"
-        raise where.error(_model_error_path(app, result["error"]), message)
-    if "crash" in result:
-        raise where.error(
-            f"applications.{app.name}.options",
-            f"cannot check options with the charm's config model "
-            f"({app.charm_dir / 'src' / 'config.py'}): {result['crash']}",
-        )
-
-
-def _check_models(where: _Where, apps: Mapping[str, Application]) -> None:
-    """Validate options with each charm's own ``CharmConfig`` (one subprocess per app)."""
-    started = [(app, _start_model_check(app)) for app in apps.values()]
-    try:
-        for app, process in started:
-            if process is not None:
-                _finish_model_check(where, app, process)
-    finally:
-        for _, process in started:
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.communicate()
-
-
 # ---------------------------------------------------------------------------- bundle
 
 
@@ -870,29 +770,21 @@ def load_bundle(
     for ow, _ in merged.relations[1:]:
         merged.overlaid[f"relations[{ow.bundle}]"] = ow.bundle
     _check_subordinates(where, apps, relations)
-    _check_models(where, apps)
     return Bundle(path=bundle_path, applications=apps, relations=relations)
 
 
-def charm_application(
-    name: str, charm_dir: str | os.PathLike[str], options: Any, check_config: bool = True
-) -> Application:
+def charm_application(name: str, charm_dir: str | os.PathLike[str], options: Any) -> Application:
     """The application ``name`` of the charm in ``charm_dir`` with ``options``.
 
-    Validated as a bundle's would be, for a model that outlives its bundle (``lab config``,
-    ``lab relate``); ``check_config=False`` skips the charm's own config model (options
-    checked before, only the metadata wanted).
+    Validated as a bundle's would be (name and type), for a model that outlives its bundle
+    (``lab config``, ``lab relate``).
 
     Raises:
-        BundleError: an option the charm does not declare, of the wrong type, or refused by
-            the charm's own config model.
+        BundleError: an option the charm does not declare, or of the wrong type.
     """
     where = _Where(name)
     spec = {"charm": str(charm_dir), "options": options, "num_units": 0}
-    app = _load_application(where, name, spec, Path("/"), None)
-    if check_config:  # the charm's own config model, in a subprocess
-        _check_models(where, {name: app})
-    return app
+    return _load_application(where, name, spec, Path("/"), None)
 
 
 def relation_between(

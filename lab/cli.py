@@ -7,6 +7,10 @@
     lab exec UNIT -- CMD...                 lab wait
     lab resolved UNIT                       lab destroy
     lab kill-machine N                      lab start-machine N
+    lab refresh APP
+
+``lab deploy --runner dispatch`` (or ``LAB_RUNNER=dispatch``) runs every hook of the model
+through the built charm's ``dispatch`` and the lab's hook tools; the default is ops.testing.
 
 Commands that change the model run its hooks until it is idle before they return (as
 ``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
@@ -29,7 +33,7 @@ import yaml
 from lab import bundle as bundles
 from lab.hook import REPO
 from lab.machines import Lab
-from lab.model import DEFAULT_TIMEOUT, Model, ModelError, NotSettledError
+from lab.model import DEFAULT_TIMEOUT, RUNNERS, Model, ModelError, NotSettledError
 
 DEFAULT_ROOT = os.path.join(REPO, ".lab", "model")
 
@@ -140,11 +144,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     bundle = bundles.load_bundle(args.bundle, overlays=args.overlay)  # before anything starts
     print(bundles.describe(bundle))
     with Model.locked(args.root):
-        model = Model.create(args.root)
+        model = Model.create(args.root, runner=args.runner)
         model.deploy(bundle)
         code = _settle(model, args)
         print(format_status(model.status()))
     return code
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    """Rebuild an application's charm and upgrade its units to it (``juju refresh``)."""
+    model = Model(args.root)
+    model.refresh(args.application)
+    return _settle(model, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -305,6 +316,11 @@ def _parser() -> argparse.ArgumentParser:
     deploy = verb("deploy", cmd_deploy)
     deploy.add_argument("bundle")
     deploy.add_argument("--overlay", action="append", default=[], metavar="FILE")
+    deploy.add_argument(
+        "--runner",
+        choices=sorted(RUNNERS),
+        help="how hooks run (default: $LAB_RUNNER, else ops-testing)",
+    )
     verb("status", cmd_status, wait=False).add_argument(
         "--format", choices=("tabular", "json"), default="tabular"
     )
@@ -333,6 +349,7 @@ def _parser() -> argparse.ArgumentParser:
     verb("destroy", cmd_destroy, wait=False)
     verb("kill-machine", cmd_kill_machine, wait=False).add_argument("machine")
     verb("start-machine", cmd_start_machine).add_argument("machine")
+    verb("refresh", cmd_refresh).add_argument("application")
     return parser
 
 

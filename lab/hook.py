@@ -130,6 +130,8 @@ def _state(request: Mapping[str, Any]) -> Any:
         relations=[_relation(r) for r in request.get("relations", [])],
         secrets=[_secret(s) for s in request.get("secrets", [])],
         networks=networks,
+        # Juju keeps a unit's opened ports until its charm closes them
+        opened_ports={testing.TCPPort(port) for port in request.get("ports", [])},
         planned_units=request.get("planned_units", 1),
     )
 

@@ -42,11 +42,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from lab import build
+from lab import build, dispatch
 from lab import bundle as bundles
-from lab.hook import run_hook
+from lab.hook import run_hook as run_testing_hook
 from lab.machines import Lab, Machine
 
 STATE_FILE = "model.json"
@@ -60,6 +61,13 @@ TRANSIENT = ("maintenance", "waiting")
 ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
 
 HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
+
+
+#: How hooks run: through the built charm's ``dispatch`` with the lab's hook tools
+#: (:mod:`lab.dispatch`), or through ops.testing (:mod:`lab.hook`, the default until the
+#: dispatch runner replaces it). A model keeps the runner it was created with.
+RUNNERS: dict[str, HookRunner] = {"ops-testing": run_testing_hook, "dispatch": dispatch.run_hook}
+DEFAULT_RUNNER = "ops-testing"
 
 
 class ModelError(Exception):
@@ -82,13 +90,13 @@ def _event(name: str, **fields: Any) -> dict[str, Any]:
 class Model:
     """Applications, units, relations and secrets of one lab model, persisted under ``root``."""
 
-    def __init__(self, root: str, hook_runner: HookRunner = run_hook):
+    def __init__(self, root: str, hook_runner: HookRunner | None = None):
         self.root = os.path.realpath(root)
         self.path = os.path.join(self.root, STATE_FILE)
-        self.run_hook = hook_runner
         self.changing: set[str] = set()  # units whose hooks changed something lately
         with open(self.path) as f:
             self.s: dict[str, Any] = json.load(f)
+        self.run_hook = hook_runner or RUNNERS[self.runner]
         self.lab = Lab.open(self.root)
 
     # -- persistence ---------------------------------------------------------------------
@@ -99,10 +107,19 @@ class Model:
         return os.path.exists(os.path.join(root, STATE_FILE))
 
     @classmethod
-    def create(cls, root: str, hook_runner: HookRunner = run_hook) -> Model:
-        """A new, empty model (and lab) under ``root``."""
+    def create(
+        cls, root: str, hook_runner: HookRunner | None = None, runner: str | None = None
+    ) -> Model:
+        """A new, empty model (and lab) under ``root``.
+
+        ``runner`` (default: ``$LAB_RUNNER``, else :data:`DEFAULT_RUNNER`) names how its
+        hooks run, one of :data:`RUNNERS`.
+        """
         if cls.exists(root):
             raise ModelError(f"a model already exists under {root}: 'lab destroy' it first")
+        runner = runner or os.environ.get("LAB_RUNNER") or DEFAULT_RUNNER
+        if runner not in RUNNERS:
+            raise ModelError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}")
         os.makedirs(root, exist_ok=True)
         os.chmod(root, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
         Lab(root)
@@ -110,6 +127,7 @@ class Model:
             # Juju's model name and uuid: fixed for the model's life (charms derive names
             # and topology labels from them).
             "model": {"name": "lab", "uuid": str(uuid.uuid4())},
+            "runner": runner,
             "applications": {},
             "units": {},
             "relations": {},
@@ -120,6 +138,11 @@ class Model:
         with open(os.path.join(root, STATE_FILE), "w") as f:
             json.dump(state, f)
         return cls(root, hook_runner)
+
+    @property
+    def runner(self) -> str:
+        """How this model's hooks run (a key of :data:`RUNNERS`)."""
+        return str(self.s.get("runner", DEFAULT_RUNNER))
 
     def save(self) -> None:
         """Write the model (atomically: a reader never sees half of it)."""
@@ -216,9 +239,7 @@ class Model:
         Its options were checked when they were set; they are not checked again here.
         """
         record = self.app(name)
-        return bundles.charm_application(
-            name, record["charm_dir"], record["options"], check_config=False
-        )
+        return bundles.charm_application(name, record["charm_dir"], record["options"])
 
     # -- relation geometry -----------------------------------------------------------------
 
@@ -251,6 +272,12 @@ class Model:
 
     # -- building the model ----------------------------------------------------------------
 
+    def _run_dir(self, charm_dir: Path) -> Path:
+        """Where hooks of the charm in ``charm_dir`` run from (built for dispatch: every one)."""
+        return (
+            build.build_dir(charm_dir) if self.runner == "dispatch" else build.lab_charm(charm_dir)
+        )
+
     def add_application(self, app: bundles.Application) -> None:
         """Record application ``app`` (no units yet), with its peer relations."""
         if app.name in self.apps:
@@ -264,8 +291,9 @@ class Model:
         self.apps[app.name] = {
             "charm": meta.get("name", app.charm_dir.name),
             "charm_dir": str(app.charm_dir),
-            # where hooks run: this repository's charms as scripts/build-charms builds them
-            "run_dir": str(build.lab_charm(app.charm_dir)),
+            # where hooks run: this repository's charms as scripts/build-charms builds them;
+            # through dispatch every charm runs built (the lab's test charms too)
+            "run_dir": str(self._run_dir(app.charm_dir)),
             "subordinate": app.subordinate,
             "base": app.base,  # its units' machines present it (a subordinate: its principal's)
             "options": dict(app.options),
@@ -542,6 +570,19 @@ class Model:
             self._queue(name, _event("config_changed"))
         self.save()
 
+    def refresh(self, app: str) -> None:
+        """Build ``app``'s charm again; ``upgrade-charm`` then ``config-changed`` on its units.
+
+        Through dispatch a unit's charm directory gets the new build's code at its next
+        hook (ops' ``.unit-state.db`` stays), as ``juju refresh`` replaces it.
+        """
+        record = self.app(app)
+        record["run_dir"] = str(self._run_dir(Path(record["charm_dir"])))
+        for name in self.alive_units(app):
+            self._queue(name, _event("upgrade_charm"))
+            self._queue(name, _event("config_changed"))
+        self.save()
+
     def resolved(self, name: str) -> None:
         """Retry unit ``name``'s failed hook (``juju resolved``)."""
         unit = self.unit(name)
@@ -638,6 +679,17 @@ class Model:
             "planned_units": len(self.alive_units(unit["app"])),
             "model": self.s.get("model", {}),
             "event": hook_event,
+            "ports": unit["ports"],  # Juju keeps them open until the charm closes them
+            # What only the dispatch runner (lab.dispatch) needs: hook tools answer from it.
+            "endpoints": sorted(endpoints),
+            "app_units": {
+                n: ("active" if u["life"] == "alive" else "dying")
+                for n, u in self.units.items()
+                if u["app"] == unit["app"]
+            },
+            "status": unit["status"],
+            "app_status": app["status"],
+            "state": unit.get("state", {}),
         }
 
     # -- applying a hook's result ------------------------------------------------------------
@@ -737,6 +789,8 @@ class Model:
         if status != unit["status"] or result["opened_ports"] != unit["ports"]:
             unit["status"], unit["ports"] = status, result["opened_ports"]
             changed = True
+        if "state" in result:  # Juju's unit state (state-set): kept, no hook follows from it
+            unit["state"] = result["state"]
         if result.get("app_status") and list(result["app_status"]) != app["status"]:
             app["status"] = list(result["app_status"])
             changed = True
@@ -1190,7 +1244,12 @@ class Model:
                 system, _, channel = m.base.partition("@")
                 machines[m.name]["base"] = {"name": system, "channel": channel}
         return {
-            "model": {"name": "lab", "type": "lab", "hooks-run": self.s["hooks_run"]},
+            "model": {
+                "name": "lab",
+                "type": "lab",
+                "runner": self.runner,
+                "hooks-run": self.s["hooks_run"],
+            },
             "machines": machines,
             "applications": apps,
         }

@@ -31,7 +31,7 @@ def lxd_bundle(tmp_path: Path, **app: Any) -> Path:
 
 
 def fake_charm(root: Path, name: str, text: str) -> Path:
-    """A charm directory with only a charmcraft.yaml (no src/config.py: no model check)."""
+    """A charm directory with only a charmcraft.yaml."""
     charm = root / "charms" / name
     charm.mkdir(parents=True)
     (charm / "charmcraft.yaml").write_text(f"name: {name}\n" + textwrap.dedent(text))
@@ -166,15 +166,12 @@ def test_bool_is_not_an_int(tmp_path: Path) -> None:
     assert "applications.lxd.options.api-port: expected an int" in message
 
 
-def test_option_value_rejected_by_charm_model(tmp_path: Path) -> None:
-    message = error_of(lxd_bundle(tmp_path, options={"mode": "bogus"}))
-    assert "applications.lxd.options.mode: the charm rejects its config: " in message
-    assert "invalid 'mode': Input should be 'cluster' or 'standalone'" in message
-
-
-def test_model_cross_option_check(tmp_path: Path) -> None:
-    message = error_of(lxd_bundle(tmp_path, options={"api-port": 9000, "metrics-port": 9000}))
-    assert "metrics-port must differ from api-port (or be 0)" in message
+def test_values_only_the_charm_refuses_reach_the_charm(tmp_path: Path) -> None:
+    # As Juju: the option's name and type, nothing more. The charm's own Blocked status is
+    # what an operator sees (tests/lab/test_ovn.py test_bad_config_blocks_and_changes_nothing).
+    options = {"mode": "bogus", "api-port": 9000, "metrics-port": 9000}
+    bundle = load_bundle(lxd_bundle(tmp_path, options=options))
+    assert bundle.applications["lxd"].options == options
 
 
 def test_unknown_option(tmp_path: Path) -> None:
@@ -349,65 +346,6 @@ def test_option_on_fake_charm(charms: Path) -> None:
     assert "applications.lxd.options.ratio: expected a float" in error_of(path)
 
 
-# ---------------------------------------------------------------------------- charm models
-
-
-def fake_repo_charm(root: Path, config_py: str) -> Path:
-    """A charm with src/config.py inside a fake repository that has common/charm_common."""
-    common = root / "common" / "charm_common"
-    common.mkdir(parents=True)
-    (common / "__init__.py").write_text("")
-    source = REPO / "common" / "charm_common" / "typed_input.py"
-    (common / "typed_input.py").write_text(source.read_text())
-    charm = fake_charm(root, "fake", "config:\n  options:\n    size:\n      type: int\n")
-    (charm / "src").mkdir()
-    (charm / "src" / "config.py").write_text(textwrap.dedent(config_py))
-    return charm
-
-
-def test_fake_charm_model(tmp_path: Path) -> None:
-    fake_repo_charm(
-        tmp_path,
-        """
-        import pydantic
-
-        class CharmConfig(pydantic.BaseModel):
-            size: int = pydantic.Field(default=1, ge=1)
-        """,
-    )
-    path = bundle_of(tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1})
-    assert load_bundle(path).applications["fake"].options == {}  # no options: no subprocess
-    path = bundle_of(
-        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 0}}
-    )
-    assert (
-        "applications.fake.options.size: the charm rejects its config: "
-        "invalid 'size': Input should be greater than or equal to 1"
-    ) in error_of(path)
-
-
-def test_broken_charm_model(tmp_path: Path) -> None:
-    fake_repo_charm(tmp_path, "import no_such_module_here\n")
-    path = bundle_of(
-        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 2}}
-    )
-    message = error_of(path)
-    assert (
-        "applications.fake.options: cannot check options with the charm's config model" in message
-    )
-    assert "No module named 'no_such_module_here'" in message
-
-
-def test_model_skipped_without_common(tmp_path: Path) -> None:
-    charm = fake_charm(tmp_path, "fake", "config:\n  options:\n    size:\n      type: int\n")
-    (charm / "src").mkdir()
-    (charm / "src" / "config.py").write_text("raise SystemExit('must not run')\n")
-    path = bundle_of(
-        tmp_path, [], fake={"charm": "../charms/fake", "num_units": 1, "options": {"size": 2}}
-    )
-    assert load_bundle(path).applications["fake"].options == {"size": 2}
-
-
 # ---------------------------------------------------------------------------- overlays
 
 PROBE_CHARM = REPO / "tests" / "lab" / "charms" / "probe"
@@ -551,14 +489,12 @@ def test_overlay_adds_a_subordinate_with_its_relation(charms: Path) -> None:
     assert [r.scope for r in bundle.relations] == ["container"]
 
 
-def test_overlay_options_checked_by_the_charm_model(tmp_path: Path) -> None:
-    path = lxd_bundle(tmp_path)
-    ports = {"api-port": 9000, "metrics-port": 9000}
+def test_overlay_options_merged_with_the_bundles(tmp_path: Path) -> None:
+    path = lxd_bundle(tmp_path, options={"mode": "cluster"})
+    ports = {"api-port": 9000, "metrics-port": 9000}  # the charm blocks on these, not the lab
     overlay = overlay_of(tmp_path, {"applications": {"lxd": {"options": ports}}})
-    message = overlay_error(path, overlay)
-    # The bundle set options too: both files are named.
-    assert message.startswith(f"{path} (with {overlay}): applications.lxd.options")
-    assert "metrics-port must differ from api-port (or be 0)" in message
+    bundle = load_bundle(path, overlays=[overlay])
+    assert bundle.applications["lxd"].options == {"mode": "cluster", **ports}
 
 
 def test_base_a_machine_cannot_present(tmp_path: Path) -> None:
