@@ -234,11 +234,16 @@ def generated_files(meta: dict[str, Any], bases: Sequence[Platform]) -> dict[str
 
 
 def _tree(root: Path, ignore: Sequence[str] = IGNORED) -> Iterator[tuple[Path, Path]]:
-    """(path inside ``root``, file) of every file under ``root`` none of whose parts is ignored."""
+    """(path inside ``root``, file) of every file under ``root`` none of whose parts is ignored.
+
+    A symbolic link to a file is that file (its content is copied): the lab's test charms
+    share a module by links (``tests/lab/charms/probe-sub/lib/probe_log.py``), and a built
+    charm must hold what it imports.
+    """
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         ignored = any(fnmatch.fnmatch(part, p) for part in relative.parts for p in ignore)
-        if not ignored and path.is_file() and not path.is_symlink():
+        if not ignored and path.is_file():
             yield relative, path
 
 
