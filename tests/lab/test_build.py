@@ -166,3 +166,26 @@ def test_a_source_only_dependency_that_compiles_is_named(tmp_path: Path) -> None
     platform = pins.Platform("ubuntu@22.04", "amd64", "3.10", (2, 35))
     with pytest.raises(build.BuildError, match="netifaces==0.11.0 has no wheel"):
         build.install_venv(requirements, platform)
+
+
+def test_a_lab_test_charm_builds_with_its_linked_module_and_the_shared_pins() -> None:
+    # probe-sub links lib/probe_log.py to probe's; it has no requirements.txt of its own
+    source = build.REPO / "tests" / "lab" / "charms" / "probe-sub"
+    assert (source / "lib" / "probe_log.py").is_symlink()
+    assert build.requirements_of(source) == build.TEST_CHARM_REQUIREMENTS
+
+    charm = build.build_dir(source)
+
+    module = charm / "lib" / "probe_log.py"
+    assert not module.is_symlink()
+    assert module.read_bytes() == (source / "lib" / "probe_log.py").read_bytes()
+    assert os.access(charm / "src" / "charm.py", os.X_OK)
+    done = subprocess.run(  # noqa: S603 - the test's own command
+        ["/usr/bin/python3", "-S", "-c", "import ops, probe_log, charm"],
+        cwd=charm,
+        env={"PYTHONPATH": "lib:venv:src"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
