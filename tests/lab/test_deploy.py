@@ -73,8 +73,8 @@ def bad_bundle(tmp: Path, text: str) -> str:
         ),
         (
             "applications:\n  lxd:\n    charm: CHARM\n    num_units: 3\n"
-            "    options: {api-port: 99999}\n",
-            "applications.lxd.options.api-port",
+            "    options: {api-port: 8443x}\n",
+            "applications.lxd.options.api-port: expected an int",
         ),
         (
             "applications:\n  lxd:\n    charm: CHARM\n    num_units: 3\n    to: ['0']\n",
