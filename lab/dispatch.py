@@ -33,11 +33,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab import hooktools
+from lab.build import REPO, STAMP, _link
 from lab.machines import Machine
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JUJU_VERSION = "3.6.8"
-STAMP = ".build-stamp"  # lab.build's record of what a built charm was built from
 KEEP = (".unit-state.db",)  # what the unit agent keeps in the charm dir across upgrades
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -54,13 +53,6 @@ def build_stamp(path: str) -> str | None:
             return f.read().strip()
     except OSError:
         return None
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def install_charm(build_dir: str, charm_dir: str) -> bool:
@@ -87,16 +79,16 @@ def install_charm(build_dir: str, charm_dir: str) -> bool:
     for entry in os.listdir(build_dir):
         src, dst = os.path.join(build_dir, entry), os.path.join(charm_dir, entry)
         if os.path.isdir(src):
-            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link)
         else:
-            _link_or_copy(src, dst)
+            _link(src, dst)
     return True
 
 
 def install_tools(tools_dir: str) -> None:
     """Link every hook tool the lab implements into ``tools_dir`` (a host path)."""
     os.makedirs(tools_dir, exist_ok=True)
-    target = os.path.join(REPO, "lab", "hooktool")
+    target = str(REPO / "lab" / "hooktool")
     for name in hooktools.NAMES:
         link = os.path.join(tools_dir, name)
         if os.path.islink(link) and os.readlink(link) == target:
