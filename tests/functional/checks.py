@@ -92,14 +92,6 @@ def database_leaders(host: lxdhosts.LXDHost) -> list[str] | None:
         return None
 
 
-def database_holders(host: lxdhosts.LXDHost) -> list[str] | None:
-    """The members ``host`` lists as database voters, or ``None`` while it cannot say."""
-    try:
-        return sorted(m.name for m in host.lxd.members() if m.holds_database)
-    except LXDUnavailableError:
-        return None
-
-
 def wait_members(
     host: lxdhosts.LXDHost, expected: dict[str, str], timeout: float = 90.0, stable: int = 3
 ) -> dict[str, str] | str:
