@@ -309,16 +309,6 @@ def build_dir(charm_dir: Path) -> Path:
     return dest
 
 
-def lab_charm(charm_dir: Path) -> Path:
-    """Where the lab runs the charm in ``charm_dir`` from: built, when it is one of charms/.
-
-    The lab's own test charms (tests/lab/charms) run from their sources.
-    """
-    if charm_dir.resolve().parent == CHARMS:
-        return build_dir(charm_dir.resolve())
-    return charm_dir
-
-
 def _link(source: str, dest: str) -> None:
     try:
         Path(dest).hardlink_to(source)

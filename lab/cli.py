@@ -9,8 +9,8 @@
     lab kill-machine N                      lab start-machine N
     lab refresh APP
 
-``lab deploy --runner dispatch`` (or ``LAB_RUNNER=dispatch``) runs every hook of the model
-through the built charm's ``dispatch`` and the lab's hook tools; the default is ops.testing.
+Every hook runs through the built charm's ``dispatch`` (``scripts/build-charms`` layout, built
+when its sources changed) with the lab's hook tools, as a Juju unit agent runs it.
 
 Commands that change the model run its hooks until it is idle before they return (as
 ``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
@@ -31,9 +31,9 @@ from typing import Any
 import yaml
 
 from lab import bundle as bundles
-from lab.hook import REPO
+from lab.build import REPO
 from lab.machines import Lab
-from lab.model import DEFAULT_TIMEOUT, RUNNERS, Model, ModelError, NotSettledError
+from lab.model import DEFAULT_TIMEOUT, Model, ModelError, NotSettledError
 
 DEFAULT_ROOT = os.path.join(REPO, ".lab", "model")
 
@@ -144,7 +144,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     bundle = bundles.load_bundle(args.bundle, overlays=args.overlay)  # before anything starts
     print(bundles.describe(bundle))
     with Model.locked(args.root):
-        model = Model.create(args.root, runner=args.runner)
+        model = Model.create(args.root)
         model.deploy(bundle)
         code = _settle(model, args)
         print(format_status(model.status()))
@@ -316,11 +316,6 @@ def _parser() -> argparse.ArgumentParser:
     deploy = verb("deploy", cmd_deploy)
     deploy.add_argument("bundle")
     deploy.add_argument("--overlay", action="append", default=[], metavar="FILE")
-    deploy.add_argument(
-        "--runner",
-        choices=sorted(RUNNERS),
-        help="how hooks run (default: $LAB_RUNNER, else ops-testing)",
-    )
     verb("status", cmd_status, wait=False).add_argument(
         "--format", choices=("tabular", "json"), default="tabular"
     )

@@ -1,7 +1,4 @@
-"""The dispatch runner (``LAB_RUNNER=dispatch``): a hook as Juju's unit agent runs it.
-
-Beside :mod:`lab.hook` (ops.testing) until it replaces it (issue 23, step 2); it takes the
-same request and returns the same result, so :mod:`lab.model` can use either.
+"""The lab's hook runner: a hook as Juju's unit agent runs it.
 
 :func:`run_hook` takes a *request* (what the model, :mod:`lab.model`, knows the hook is
 given: the unit, its leadership and config, the relations it takes part in with their

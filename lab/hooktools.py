@@ -2,7 +2,7 @@
 
 A Juju unit agent puts ``relation-get``, ``secret-add``, ``status-set``… on the ``PATH`` of
 every hook; ops' model backend calls them as subprocesses with Juju's arguments and reads
-Juju's output formats. In the lab, :mod:`lab.hook` writes the hook's *context* — what the
+Juju's output formats. In the lab, :mod:`lab.dispatch` writes the hook's *context* — what the
 controller would answer for this unit during this hook — to a file in :mod:`marshal`'s
 format (its path in ``LAB_HOOK_CONTEXT``; :func:`load_context`, :func:`save_context`),
 links every tool name below to this file in the unit's tools directory, and reads the

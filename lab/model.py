@@ -13,19 +13,19 @@ stopped. It keeps what a Juju controller keeps:
 * Juju secrets: owner (a unit or an application), revisions, the owner's label, grants per
   relation, and per observer the revision it tracks and its own label.
 
-The runner (:meth:`Model.settle`) runs one hook at a time, each as its own process inside
-the unit's machine (:func:`lab.hook.run_hook`), and derives the next hooks the way Juju
-does: ``install`` → ``relation-created`` → ``leader-elected`` → ``config-changed`` →
-``start`` → ``relation-joined``/``-changed`` with every unit in scope; a changed unit or
-application databag → ``relation-changed`` at the units that see it; a new secret revision
-→ ``secret-changed`` at the units that track it; on removal ``relation-departed`` on both
-sides → ``relation-broken`` → ``stop`` → ``remove``, then the machine is wiped and, if the
-leader went, another unit is elected (``leader-elected``); on ``remove-relation`` every unit
-of both sides that took part departs every remote unit it has seen join, then gets
-``relation-broken``, and the relation is gone with its databags and relation-scoped secret
-grants (a container-scoped one takes the subordinate's units on those principals with it). A
-failed hook is retried with backoff (its changes discarded) and leaves its unit in error
-after :data:`HOOK_ATTEMPTS`.
+The runner (:meth:`Model.settle`) runs one hook at a time, each through the built charm's
+``dispatch`` inside the unit's machine (:func:`lab.dispatch.run_hook`), and derives the next
+hooks the way Juju does: ``install`` → ``relation-created`` → ``leader-elected`` →
+``config-changed`` → ``start`` → ``relation-joined``/``-changed`` with every unit in scope;
+a changed unit or application databag → ``relation-changed`` at the units that see it; a new
+secret revision → ``secret-changed`` at the units that track it; on removal
+``relation-departed`` on both sides → ``relation-broken`` → ``stop`` → ``remove``, then the
+machine is wiped and, if the leader went, another unit is elected (``leader-elected``); on
+``remove-relation`` every unit of both sides that took part departs every remote unit it has
+seen join, then gets ``relation-broken``, and the relation is gone with its databags and
+relation-scoped secret grants (a container-scoped one takes the subordinate's units on those
+principals with it). A failed hook is retried with backoff (its changes discarded) and
+leaves its unit in error after :data:`HOOK_ATTEMPTS`.
 
 When no hook is queued, every unit gets ``update-status`` (Juju's timer, here every
 :data:`UPDATE_STATUS_INTERVAL` seconds). The model is idle when such a round changes nothing
@@ -47,7 +47,6 @@ from typing import Any
 
 from lab import build, dispatch
 from lab import bundle as bundles
-from lab.hook import run_hook as run_testing_hook
 from lab.machines import Lab, Machine
 
 STATE_FILE = "model.json"
@@ -61,13 +60,6 @@ TRANSIENT = ("maintenance", "waiting")
 ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
 
 HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
-
-
-#: How hooks run: through the built charm's ``dispatch`` with the lab's hook tools
-#: (:mod:`lab.dispatch`), or through ops.testing (:mod:`lab.hook`, the default until the
-#: dispatch runner replaces it). A model keeps the runner it was created with.
-RUNNERS: dict[str, HookRunner] = {"ops-testing": run_testing_hook, "dispatch": dispatch.run_hook}
-DEFAULT_RUNNER = "ops-testing"
 
 
 class ModelError(Exception):
@@ -96,7 +88,7 @@ class Model:
         self.changing: set[str] = set()  # units whose hooks changed something lately
         with open(self.path) as f:
             self.s: dict[str, Any] = json.load(f)
-        self.run_hook = hook_runner or RUNNERS[self.runner]
+        self.run_hook = hook_runner or dispatch.run_hook
         self.lab = Lab.open(self.root)
 
     # -- persistence ---------------------------------------------------------------------
@@ -107,19 +99,10 @@ class Model:
         return os.path.exists(os.path.join(root, STATE_FILE))
 
     @classmethod
-    def create(
-        cls, root: str, hook_runner: HookRunner | None = None, runner: str | None = None
-    ) -> Model:
-        """A new, empty model (and lab) under ``root``.
-
-        ``runner`` (default: ``$LAB_RUNNER``, else :data:`DEFAULT_RUNNER`) names how its
-        hooks run, one of :data:`RUNNERS`.
-        """
+    def create(cls, root: str, hook_runner: HookRunner | None = None) -> Model:
+        """A new, empty model (and lab) under ``root``."""
         if cls.exists(root):
             raise ModelError(f"a model already exists under {root}: 'lab destroy' it first")
-        runner = runner or os.environ.get("LAB_RUNNER") or DEFAULT_RUNNER
-        if runner not in RUNNERS:
-            raise ModelError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}")
         os.makedirs(root, exist_ok=True)
         os.chmod(root, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
         Lab(root)
@@ -127,7 +110,6 @@ class Model:
             # Juju's model name and uuid: fixed for the model's life (charms derive names
             # and topology labels from them).
             "model": {"name": "lab", "uuid": str(uuid.uuid4())},
-            "runner": runner,
             "applications": {},
             "units": {},
             "relations": {},
@@ -138,11 +120,6 @@ class Model:
         with open(os.path.join(root, STATE_FILE), "w") as f:
             json.dump(state, f)
         return cls(root, hook_runner)
-
-    @property
-    def runner(self) -> str:
-        """How this model's hooks run (a key of :data:`RUNNERS`)."""
-        return str(self.s.get("runner", DEFAULT_RUNNER))
 
     def save(self) -> None:
         """Write the model (atomically: a reader never sees half of it)."""
@@ -272,12 +249,6 @@ class Model:
 
     # -- building the model ----------------------------------------------------------------
 
-    def _run_dir(self, charm_dir: Path) -> Path:
-        """Where hooks of the charm in ``charm_dir`` run from (built for dispatch: every one)."""
-        return (
-            build.build_dir(charm_dir) if self.runner == "dispatch" else build.lab_charm(charm_dir)
-        )
-
     def add_application(self, app: bundles.Application) -> None:
         """Record application ``app`` (no units yet), with its peer relations."""
         if app.name in self.apps:
@@ -291,9 +262,9 @@ class Model:
         self.apps[app.name] = {
             "charm": meta.get("name", app.charm_dir.name),
             "charm_dir": str(app.charm_dir),
-            # where hooks run: this repository's charms as scripts/build-charms builds them;
-            # through dispatch every charm runs built (the lab's test charms too)
-            "run_dir": str(self._run_dir(app.charm_dir)),
+            # where hooks run from: the charm as scripts/build-charms builds it (the lab's
+            # test charms too)
+            "run_dir": str(build.build_dir(app.charm_dir)),
             "subordinate": app.subordinate,
             "base": app.base,  # its units' machines present it (a subordinate: its principal's)
             "options": dict(app.options),
@@ -577,7 +548,7 @@ class Model:
         hook (ops' ``.unit-state.db`` stays), as ``juju refresh`` replaces it.
         """
         record = self.app(app)
-        record["run_dir"] = str(self._run_dir(Path(record["charm_dir"])))
+        record["run_dir"] = str(build.build_dir(Path(record["charm_dir"])))
         for name in self.alive_units(app):
             self._queue(name, _event("upgrade_charm"))
             self._queue(name, _event("config_changed"))
@@ -647,7 +618,7 @@ class Model:
         }
 
     def request(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
-        """What unit ``name``'s hook for ``event`` is given (see :mod:`lab.hook`)."""
+        """What unit ``name``'s hook for ``event`` is given (see :mod:`lab.dispatch`)."""
         unit = self.units[name]
         app = self.apps[unit["app"]]
         hook_event = dict(event)
@@ -659,12 +630,7 @@ class Model:
         if "relation" in hook_event:
             hook_event["relation_id"] = int(hook_event.pop("relation"))
         secrets = [self._secret_request(name, sid) for sid in self.secrets]
-        # ops.testing refuses a network for an endpoint the charm declares container-scoped
-        # (every hook of a subordinate would fail); it has no network-get for those anyway.
         endpoints = app["endpoints"]
-        bindings = [
-            b for b in app["bindings"] if (endpoints.get(b) or {}).get("scope") != "container"
-        ]
         return {
             "charm_dir": app.get("run_dir", app["charm_dir"]),
             "app": unit["app"],
@@ -673,14 +639,13 @@ class Model:
             "principal": unit["principal"],
             "leader": app["leader"] == name,
             "config": app["config"],
-            "bindings": {binding: unit["address"] for binding in bindings},
+            "bindings": {binding: unit["address"] for binding in app["bindings"]},
             "relations": [self._relation_request(name, rid) for rid in unit["relations"]],
             "secrets": [s for s in secrets if s is not None],
-            "planned_units": len(self.alive_units(unit["app"])),
             "model": self.s.get("model", {}),
             "event": hook_event,
             "ports": unit["ports"],  # Juju keeps them open until the charm closes them
-            # What only the dispatch runner (lab.dispatch) needs: hook tools answer from it.
+            # What the hook tools (lab.hooktools) answer from.
             "endpoints": sorted(endpoints),
             "app_units": {
                 n: ("active" if u["life"] == "alive" else "dying")
@@ -1247,7 +1212,6 @@ class Model:
             "model": {
                 "name": "lab",
                 "type": "lab",
-                "runner": self.runner,
                 "hooks-run": self.s["hooks_run"],
             },
             "machines": machines,

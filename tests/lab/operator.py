@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from lab import hosts, machines
-from lab.hook import REPO
+from lab.build import REPO
 
 BUNDLE = os.path.join(REPO, "bundles", "lxd-cluster.yaml")
 OVERLAY = os.path.join(REPO, "bundles", "overlays", "lab.yaml")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lab import hosts, procs
-from lab.hook import REPO
+from lab.build import REPO
 from lab.machines import Lab
 from lab.model import Model
 

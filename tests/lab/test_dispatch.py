@@ -1,10 +1,10 @@
-"""Hooks through the built charm's ``dispatch`` (``lab deploy --runner dispatch``).
+"""Hooks through the built charm's ``dispatch``, as the lab runs every hook.
 
 One deployment for the module: the product's lxd charm (one unit, real LXD) and the
 ``runner-probe`` test charm (two units, ``tests/lab/charms/runner-probe``), each hook run
 as Juju's unit agent runs it: ``./dispatch`` of the unit's own copy of ``build/<charm>/``,
 Juju's environment, the lab's hook tools on the ``PATH`` (:mod:`lab.dispatch`,
-:mod:`lab.hooktools`). The steps show what ops.testing could not:
+:mod:`lab.hooktools`). The steps show what a unit-test framework could not:
 
 * the lxd charm, run by ops' real model backend, forms its one-member cluster;
 * ops' StoredState carries over between hooks (and across ``lab refresh``): the probe
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.hook import REPO
+from lab.build import REPO
 from lab.model import Model
 
 from .operator import lab, members, model_root, status
@@ -116,10 +116,9 @@ def peer_view(root: str, reader: str, writer: str) -> dict[str, str]:
 def test_deploy_through_dispatch(root: str):
     bundle = os.path.join(os.path.dirname(root), "bundle.yaml")
 
-    lab(root, "deploy", bundle, "--runner", "dispatch", "--timeout", TIMEOUT)
+    lab(root, "deploy", bundle, "--timeout", TIMEOUT)
 
     found = status(root)
-    assert found["model"]["runner"] == "dispatch"
     lxd = found["applications"]["lxd"]["units"]["lxd/0"]
     assert lxd["workload-status"] == {
         "current": "active",

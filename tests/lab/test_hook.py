@@ -1,20 +1,23 @@
 """A real charm hook as its own process inside a lab machine, against a real daemon there.
 
-The lxd charm's install hook, run by :func:`lab.hook.run_hook` in machine m0 (its own
-network and mount namespaces), installs nothing (the package is there), starts LXD inside
-the machine with the charm's installer and bootstraps the cluster on the machine's lab
-address. An action with a bad parameter fails the way Juju reports a failed action.
+The built lxd charm's install hook, run through its ``dispatch`` by
+:func:`lab.dispatch.run_hook` in machine m0 (its own network and mount namespaces), installs
+nothing (the package is there), starts LXD inside the machine with the charm's installer and
+bootstraps the cluster on the machine's lab address. An action with a bad parameter fails
+the way Juju reports a failed action.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from lab import hosts, machines
-from lab.hook import REPO, run_hook
+from lab import build, hosts, machines
+from lab.build import REPO
+from lab.dispatch import run_hook
 from lab.machines import Lab
 
 from .conftest import machine_lab
@@ -34,7 +37,7 @@ def lab() -> Iterator[Lab]:
 def request(lab: Lab, event: dict, **extra) -> dict:
     m0 = lab["m0"]
     return {
-        "charm_dir": os.path.join(REPO, "charms", "lxd"),
+        "charm_dir": str(build.build_dir(Path(REPO, "charms", "lxd"))),
         "app": "lxd",
         "unit_id": 0,
         "leader": True,

@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.hook import REPO
+from lab.build import REPO
 from lab.machines import IP, Lab
 from lab.model import Model
 
