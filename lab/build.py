@@ -24,6 +24,7 @@ unchanged pins takes seconds.
 from __future__ import annotations
 
 import argparse
+import compileall
 import fnmatch
 import hashlib
 import importlib.metadata
@@ -303,6 +304,9 @@ def build_dir(charm_dir: Path) -> Path:
     (tmp / "hooks").mkdir()
     for hook in HOOKS:
         (tmp / "hooks" / hook).symlink_to("../dispatch")
+    # Byte code for this host's Python, once: each unit's copy of the build links it
+    # instead of compiling the charm and its venv again in its first hook (~2 s each).
+    compileall.compile_dir(tmp, quiet=2, workers=0)
     (tmp / STAMP).write_text(stamp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -6,6 +6,7 @@ whose venv holds wheels for that base's Python; the bundle points at those ``.ch
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
@@ -57,6 +58,9 @@ def test_build_dir_is_a_packed_charm(built: dict[str, list[Path]], name: str) ->
         assert os.readlink(charm / "hooks" / hook) == "../dispatch"
     assert (charm / "lib" / "charm_common" / "certs.py").is_file()
     assert not (charm / "tests").exists()
+    # Byte code is compiled once in the build (units link it; a .charm leaves it out).
+    for module in (charm / "src" / "charm.py", charm / "venv" / "ops" / "__init__.py"):
+        assert Path(importlib.util.cache_from_source(str(module))).is_file(), module
     # The machine's Python imports the charm from its own venv, not from the test env.
     done = _import(charm, "/usr/bin/python3")
     assert done.returncode == 0, done.stderr
