@@ -14,15 +14,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab import build, hosts, machines
 from lab.build import REPO
+from lab.bundle import ENDPOINT_ROLES
 from lab.dispatch import run_hook
 from lab.machines import Lab
 
 from .conftest import machine_lab
 
-PEER = {"endpoint": "cluster", "id": 1}
+PEER = {
+    "kind": "peer",
+    "endpoint": "cluster",
+    "id": 1,
+    "interface": "lxd-cluster",
+    "remote_app": "lxd",
+    "local_app_data": {},
+    "local_unit_data": {},
+    "remote_app_data": {},
+    "remote_units": {},
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,11 @@ def lab() -> Iterator[Lab]:
 
 def request(lab: Lab, event: dict, **extra) -> dict:
     m0 = lab["m0"]
+    charm = build.build_dir(Path(REPO, "charms", "lxd"))
+    metadata = yaml.safe_load((charm / "metadata.yaml").read_text())
     return {
-        "charm_dir": str(build.build_dir(Path(REPO, "charms", "lxd"))),
+        "charm_dir": str(charm),
+        "endpoints": sorted(e for role in ENDPOINT_ROLES for e in metadata.get(role) or {}),
         "app": "lxd",
         "unit_id": 0,
         "leader": True,
