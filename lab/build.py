@@ -295,7 +295,7 @@ def build_dir(charm_dir: Path) -> Path:
         (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, tmp / relative)
     shutil.copytree(
-        venv, tmp / "venv", ignore=shutil.ignore_patterns(".complete"), copy_function=_link
+        venv, tmp / "venv", ignore=shutil.ignore_patterns(".complete"), copy_function=link_or_copy
     )
     for name, content in generated_files(meta, platforms(charm_dir)).items():
         (tmp / name).write_bytes(content)
@@ -313,7 +313,8 @@ def build_dir(charm_dir: Path) -> Path:
     return dest
 
 
-def _link(source: str, dest: str) -> None:
+def link_or_copy(source: str, dest: str) -> None:
+    """Hard-link ``source`` to ``dest`` (a build's files are shared, not copied), else copy."""
     try:
         Path(dest).hardlink_to(source)
     except OSError:

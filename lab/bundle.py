@@ -310,7 +310,7 @@ def _defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _endpoints(meta: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
+def endpoints(meta: Mapping[str, Any]) -> dict[str, tuple[str, Mapping[str, Any]]]:
     """Endpoint name -> (role, spec) for the charm's provides, requires and peers."""
     found: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for role in ENDPOINT_ROLES:
@@ -413,7 +413,7 @@ def _bindings(where: _Where, prefix: str, value: Any, meta: Mapping[str, Any]) -
     key_path = f"{prefix}.bindings"
     if not isinstance(value, Mapping):
         raise where.error(key_path, f"expected a mapping of endpoint: space, got {value!r}")
-    valid = [*_endpoints(meta), *(meta.get("extra-bindings") or {})]
+    valid = [*endpoints(meta), *(meta.get("extra-bindings") or {})]
     for endpoint, space in value.items():
         if endpoint != "" and endpoint not in valid:
             raise where.error(
@@ -475,15 +475,15 @@ def _parse_side(
         raise where.error(
             key_path, f"unknown application {app!r} (applications: {', '.join(apps)})"
         )
-    endpoints = _endpoints(apps[app].metadata)
+    endpoints_of = endpoints(apps[app].metadata)
     if not endpoint:
-        names = [name for name, (role, _) in endpoints.items() if role != "peers"]
-    elif endpoint not in endpoints:
-        valid = ", ".join(name for name, (role, _) in endpoints.items() if role != "peers")
+        names = [name for name, (role, _) in endpoints_of.items() if role != "peers"]
+    elif endpoint not in endpoints_of:
+        valid = ", ".join(name for name, (role, _) in endpoints_of.items() if role != "peers")
         raise where.error(
             key_path, f"{app!r} has no endpoint {endpoint!r} (valid: {valid or 'none'})"
         )
-    elif endpoints[endpoint][0] == "peers":
+    elif endpoints_of[endpoint][0] == "peers":
         raise where.error(
             key_path,
             f"{text!r} is a peer endpoint: peers relate automatically, "
@@ -494,9 +494,9 @@ def _parse_side(
     return [
         _Candidate(
             Endpoint(app, name),
-            endpoints[name][0],
-            endpoints[name][1]["interface"],
-            endpoints[name][1].get("scope", "global"),
+            endpoints_of[name][0],
+            endpoints_of[name][1]["interface"],
+            endpoints_of[name][1].get("scope", "global"),
         )
         for name in names
     ]

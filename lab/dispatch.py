@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab import hooktools
-from lab.build import REPO, STAMP, _link
+from lab.build import REPO, STAMP, link_or_copy
 from lab.machines import Machine
 
 JUJU_VERSION = "3.6.8"
@@ -76,9 +76,9 @@ def install_charm(build_dir: str, charm_dir: str) -> bool:
     for entry in os.listdir(build_dir):
         src, dst = os.path.join(build_dir, entry), os.path.join(charm_dir, entry)
         if os.path.isdir(src):
-            shutil.copytree(src, dst, symlinks=True, copy_function=_link)
+            shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
         else:
-            _link(src, dst)
+            link_or_copy(src, dst)
     return True
 
 

@@ -256,8 +256,7 @@ class Model:
         meta = app.metadata
         endpoints = {
             name: {"role": role, "interface": spec["interface"], "scope": spec.get("scope")}
-            for role in bundles.ENDPOINT_ROLES
-            for name, spec in (meta.get(role) or {}).items()
+            for name, (role, spec) in bundles.endpoints(meta).items()
         }
         self.apps[app.name] = {
             "charm": meta.get("name", app.charm_dir.name),
@@ -630,9 +629,8 @@ class Model:
         if "relation" in hook_event:
             hook_event["relation_id"] = int(hook_event.pop("relation"))
         secrets = [self._secret_request(name, sid) for sid in self.secrets]
-        endpoints = app["endpoints"]
         return {
-            "charm_dir": app.get("run_dir", app["charm_dir"]),
+            "charm_dir": app["run_dir"],
             "app": unit["app"],
             "unit_id": unit_number(name),
             "machine": unit["machine"],
@@ -646,7 +644,7 @@ class Model:
             "event": hook_event,
             "ports": unit["ports"],  # Juju keeps them open until the charm closes them
             # What the hook tools (lab.hooktools) answer from.
-            "endpoints": sorted(endpoints),
+            "endpoints": sorted(app["endpoints"]),
             "app_units": {
                 n: ("active" if u["life"] == "alive" else "dying")
                 for n, u in self.units.items()

@@ -18,7 +18,7 @@ import yaml
 
 from lab import build, hosts, machines
 from lab.build import REPO
-from lab.bundle import ENDPOINT_ROLES
+from lab.bundle import endpoints
 from lab.dispatch import run_hook
 from lab.machines import Lab
 
@@ -52,7 +52,7 @@ def request(lab: Lab, event: dict, **extra) -> dict:
     metadata = yaml.safe_load((charm / "metadata.yaml").read_text())
     return {
         "charm_dir": str(charm),
-        "endpoints": sorted(e for role in ENDPOINT_ROLES for e in metadata.get(role) or {}),
+        "endpoints": sorted(endpoints(metadata)),
         "app": "lxd",
         "unit_id": 0,
         "leader": True,
