@@ -51,6 +51,7 @@ from lab.machines import Lab, Machine
 
 STATE_FILE = "model.json"
 LOCK_FILE = "model.lock"
+HOOK_LOG = "hooks.jsonl"  # under logs/: one JSON line per hook run (see Model._log)
 HOOK_ATTEMPTS = 4  # Juju retries a failed hook with backoff (2, 4, 8 s here), then gives up
 UPDATE_STATUS_INTERVAL = 5.0  # seconds between update-status rounds while not idle
 DEFAULT_TIMEOUT = 900.0
@@ -923,27 +924,59 @@ class Model:
         unit = self.units[name]
         unit["agent"] = "executing"
         self.save()
+        started = time.time()
         result = self.run_hook(self.lab.machine(unit["machine"]), request)
+        ended = time.time()
         self.s["hooks_run"] += 1
-        self._log(name, event, result)
+        self._log(name, event, result, started, ended)
         if "error" in result or "action_failed" in result:
             return result
         result["changed"] = self.apply(name, request, result)
         return result
 
-    def _log(self, name: str, event: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-        """Append the hook and what the charm logged to ``logs/unit-<app>-<n>.log``."""
+    def _log(
+        self,
+        name: str,
+        event: Mapping[str, Any],
+        result: Mapping[str, Any],
+        started: float,
+        ended: float,
+    ) -> None:
+        """Log the hook in ``logs/unit-<app>-<n>.log`` and in :data:`HOOK_LOG`.
+
+        The unit's log gets the hook and what the charm logged; :data:`HOOK_LOG` a JSON line:
+        unit, machine, hook, endpoint, outcome, start and end times, hook-tool calls.
+        """
         what = event.get("action") or event["name"].replace("_", "-")
         detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("name", "params"))
         outcome = "failed" if ("error" in result or "action_failed" in result) else "ok"
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         lines = [f"{stamp} {what} ({detail}) {outcome}", *result.get("log", [])]
         if "error" in result:
             lines.append(result["error"])
-        os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
-        path = os.path.join(self.root, "logs", f"unit-{name.replace('/', '-')}.log")
-        with open(path, "a") as f:
+        logs = os.path.join(self.root, "logs")
+        os.makedirs(logs, exist_ok=True)
+        with open(os.path.join(logs, f"unit-{name.replace('/', '-')}.log"), "a") as f:
             f.write("\n".join(lines) + "\n")
+        record = {
+            "unit": name,
+            "machine": self.units[name]["machine"],
+            "hook": what,
+            "endpoint": self._endpoint_of(name, event.get("relation")),
+            "outcome": outcome,
+            "started": round(started, 3),
+            "ended": round(ended, 3),
+            "tool_calls": result.get("tool_calls", {}),
+        }
+        with open(os.path.join(logs, HOOK_LOG), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _endpoint_of(self, name: str, rid: Any) -> str | None:
+        """Unit ``name``'s endpoint of relation ``rid`` (None: no relation, or gone)."""
+        relation = self.relations.get(str(rid)) if rid is not None else None
+        app = self.units[name]["app"]
+        ends = [e["endpoint"] for e in (relation or {}).get("endpoints", []) if e["app"] == app]
+        return ends[0] if ends else None
 
     def step(self, name: str) -> str:
         """Run the first queued hook (or internal step) of unit ``name``.

@@ -23,7 +23,7 @@ import pytest
 from lab import hosts, procs
 from lab.build import REPO
 from lab.machines import Lab
-from lab.model import Model
+from lab.model import HOOK_LOG, Model
 
 from ..functional.checks import wait_for
 from .operator import (
@@ -114,6 +114,14 @@ def test_deploy_forms_a_three_member_cluster(root: str):
     # the hooks ran the charms as scripts/build-charms lays them out, not their sources
     for app in ("lxd", "ovn-bridge", "ceph-link"):
         assert model["applications"][app]["run_dir"] == os.path.join(REPO, "build", app)
+    # every hook run is a line of the hook log, as long as it took
+    with open(os.path.join(root, "logs", HOOK_LOG)) as f:
+        hooks = [json.loads(line) for line in f]
+    assert len(hooks) == model["hooks_run"]
+    assert {h["unit"] for h in hooks} == set(model["units"])
+    assert all(0 < h["ended"] - h["started"] < 600 for h in hooks)
+    joined = [h for h in hooks if h["hook"] == "relation-joined" and h["unit"] == "lxd/0"]
+    assert {h["endpoint"] for h in joined} == {"cluster", "lxd-member"}
     databags = json.dumps([r["app_data"] for r in model["relations"].values()])
     for unit in model["units"].values():  # LXD's API extension names include "token"
         data = {

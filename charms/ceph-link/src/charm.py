@@ -101,7 +101,7 @@ class CephLinkCharm(ops.CharmBase):
                 # LXD must not use (or join with) pools whose files are not in place.
                 self.lxd_member.mark_not_ready()
                 raise
-            pools = [*self._rbd_pools(config), *self._cephfs_pool(config, member)]
+            pools = [*rbd_pools(config, self.user), *self._cephfs_pool(config, member)]
             self.lxd_member.publish(
                 MemberRequest(app=self.app.name, storage_pools=tuple(pools), ready=True)
             )
@@ -212,22 +212,6 @@ class CephLinkCharm(ops.CharmBase):
             # A mon on this machine keeps its own file; it names the same cluster.
             logger.info("%s", exc)
 
-    def _rbd_pools(self, config: CharmConfig) -> list[LXDObject]:
-        return [
-            LXDObject(
-                pool.name,
-                "ceph",
-                {
-                    "ceph.user.name": self.user,
-                    "ceph.cluster_name": ceph.CLUSTER,
-                    "ceph.rbd.features": config.rbd_features,
-                },
-                {"source": pool.name},
-                f"Ceph RBD pool {pool.name} ({self.app.name})",
-            )
-            for pool in config.pool_list
-        ]
-
     def _cephfs_pool(self, config: CharmConfig, member: MemberInfo) -> list[LXDObject]:
         """The CephFS pool, when configured and the Ceph cluster has that filesystem."""
         if not config.cephfs:
@@ -267,6 +251,27 @@ class CephLinkCharm(ops.CharmBase):
             return
         pools = ", ".join(p.name for p in config.pool_list)
         event.add_status(ops.ActiveStatus(f"pools {pools} for client.{self.user}"))
+
+
+def rbd_pools(config: CharmConfig, user: str) -> list[LXDObject]:
+    """The ``ceph`` storage pools LXD gets for ``pools``, used as cephx ``user``.
+
+    ``user`` is also the application's name (ceph-mon names the key after it).
+    """
+    return [
+        LXDObject(
+            pool.name,
+            "ceph",
+            {
+                "ceph.user.name": user,
+                "ceph.cluster_name": ceph.CLUSTER,
+                "ceph.rbd.features": config.rbd_features,
+            },
+            {"source": pool.name},
+            f"Ceph RBD pool {pool.name} ({user})",
+        )
+        for pool in config.pool_list
+    ]
 
 
 if __name__ == "__main__":  # pragma: nocover

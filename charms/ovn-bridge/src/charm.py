@@ -211,16 +211,13 @@ class OVNBridgeCharm(ops.CharmBase):
         sb = self._central_addresses()
         if not sb:
             raise waiting("waiting for an OVN central member")
-        bridges: dict[str, list[str]] = {b: [] for b in config.mappings.values()}
-        for bridge, interface in config.interfaces:
-            bridges[bridge].append(interface)
         chassis = ovn.ChassisConfig(
             system_id=self.unit.name.replace("/", "-"),
             sb_remote=ovn.connection_string(sb, ovn.SB_PORT),
             encap_ip=self._binding_address("data"),
             datapath_type=config.datapath_type,
             bridge_mappings=config.mappings,
-            bridge_interfaces=bridges,
+            bridge_interfaces=config.bridge_interfaces,
         )
         if self.switch.configure(chassis):
             logger.info("chassis configured")

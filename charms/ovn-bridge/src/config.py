@@ -144,6 +144,14 @@ class CharmConfig(pydantic.BaseModel):
         return _pairs(self.bridge_interface_mappings, _IFNAME, "")
 
     @property
+    def bridge_interfaces(self) -> dict[str, list[str]]:
+        """Bridge -> the interfaces plugged into it; every mapped bridge is there."""
+        bridges: dict[str, list[str]] = {bridge: [] for bridge in self.mappings.values()}
+        for bridge, interface in self.interfaces:
+            bridges[bridge].append(interface)
+        return bridges
+
+    @property
     def uplink_bridge(self) -> str:
         """The bridge LXD's UPLINK network uses: the first mapping's ('' without one)."""
         return next(iter(self.mappings.values()), "")
