@@ -92,6 +92,11 @@ def _digest(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
+#: This module's own code: part of every cache key, so that a build or venv made by an
+#: older recipe (say, before byte code was compiled in) is not taken for a current one.
+RECIPE = _digest(Path(__file__).read_bytes())
+
+
 def _pip(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
     return subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
@@ -151,15 +156,15 @@ def _missing(stderr: str) -> str | None:
 def install_venv(requirements: Path, platform: Platform | None) -> Path:
     """The venv (flat site-packages) of ``requirements`` for ``platform`` (None: this Python).
 
-    Cached under ``build/.cache/venv`` by the requirements and the target; installed with
-    ``--no-deps``: the requirements are the whole closure (``lab/pins.py``).
+    Cached under ``build/.cache/venv`` by the requirements, the target and :data:`RECIPE`;
+    installed with ``--no-deps``: the requirements are the whole closure (``lab/pins.py``).
 
     Raises:
         BuildError: a requirement cannot be installed for the target.
     """
     target = platform.name if platform else f"host-{sys.implementation.cache_tag}"
     cache = BUILD / ".cache"
-    venv = cache / "venv" / f"{target}-{_digest(requirements.read_bytes(), target)}"
+    venv = cache / "venv" / f"{target}-{_digest(RECIPE, requirements.read_bytes(), target)}"
     if (venv / ".complete").is_file():
         return venv
     wheels = cache / "wheels"
@@ -272,14 +277,16 @@ def requirements_of(charm_dir: Path) -> Path:
 def build_dir(charm_dir: Path) -> Path:
     """``build/<charm>/``: the charm laid out for this host's Python (what the lab runs).
 
-    Not rebuilt when its inputs (the charm's files, charm_common, the pins, this Python)
-    are those of the last build: a lab deployment of an unchanged charm copies nothing.
+    Not rebuilt when its inputs (the charm's files, charm_common, the pins, this Python,
+    :data:`RECIPE`) are those of the last build: a lab deployment of an unchanged charm
+    copies nothing.
     """
     meta = charmcraft_yaml(charm_dir)
     dest = BUILD / str(meta["name"])
     files = list(charm_files(charm_dir))
     requirements = requirements_of(charm_dir)
     stamp = _digest(
+        RECIPE,
         DISPATCH,
         sys.version,
         requirements.read_bytes(),
