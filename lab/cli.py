@@ -128,7 +128,8 @@ def _settle(model: Model, args: argparse.Namespace) -> int:
     stuck = model.settle(timeout=args.timeout)
     if stuck:
         print(
-            "units in error (their hook failed; fix the cause, then 'lab resolved UNIT'):",
+            f"units in error (their hook failed; fix the cause, then 'lab resolved UNIT'; "
+            f"hook order: seed {model.seed}):",
             *stuck,
             sep="\n  ",
             file=sys.stderr,
@@ -144,7 +145,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     bundle = bundles.load_bundle(args.bundle, overlays=args.overlay)  # before anything starts
     print(bundles.describe(bundle))
     with Model.locked(args.root):
-        model = Model.create(args.root)
+        model = Model.create(args.root, seed=args.seed)
+        print(f"hook order: seed {model.seed} (lab deploy --seed {model.seed} repeats it)")
         model.deploy(bundle)
         code = _settle(model, args)
         print(format_status(model.status()))
@@ -316,6 +318,11 @@ def _parser() -> argparse.ArgumentParser:
     deploy = verb("deploy", cmd_deploy)
     deploy.add_argument("bundle")
     deploy.add_argument("--overlay", action="append", default=[], metavar="FILE")
+    deploy.add_argument(
+        "--seed",
+        type=int,
+        help="orders hooks that start together (default: LAB_SEED, else a random one)",
+    )
     verb("status", cmd_status, wait=False).add_argument(
         "--format", choices=("tabular", "json"), default="tabular"
     )

@@ -13,9 +13,15 @@ stopped. It keeps what a Juju controller keeps:
 * Juju secrets: owner (a unit or an application), revisions, the owner's label, grants per
   relation, and per observer the revision it tracks and its own label.
 
-The runner (:meth:`Model.settle`) runs one hook at a time, each through the built charm's
-``dispatch`` inside the unit's machine (:func:`lab.dispatch.run_hook`), and derives the next
-hooks the way Juju does: ``install`` → ``relation-created`` → ``leader-elected`` →
+The runner (:meth:`Model.settle`) keeps a queue of hooks per unit and runs them as Juju's
+agents do: one hook at a time per machine (the principal and its subordinates share the
+machine lock), the machines at the same time. It goes in rounds (:meth:`Model.round`): one
+unit per machine whose queue has a hook, in an order drawn from the model's seed
+(``lab deploy --seed``, ``LAB_SEED``), each hook through the built charm's ``dispatch``
+inside the unit's machine (:func:`lab.dispatch.run_hook`) on a thread of its own; the
+model changes only between the hooks, in that same order, so a seed repeats an
+interleaving. It derives the next hooks the way Juju does: ``install`` →
+``relation-created`` → ``leader-elected`` →
 ``config-changed`` → ``start`` → ``relation-joined``/``-changed`` with every unit in scope;
 a changed unit or application databag → ``relation-changed`` at the units that see it; a new
 secret revision → ``secret-changed`` at the units that track it; on removal
@@ -35,10 +41,12 @@ up with :class:`NotSettledError`, naming the units still changing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import json
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -92,6 +100,11 @@ class Model:
         self.run_hook = hook_runner or dispatch.run_hook
         self.lab = Lab.open(self.root)
 
+    @property
+    def seed(self) -> int:
+        """What orders the hooks that start together (see :meth:`create`)."""
+        return int(self.s.get("seed", 0))
+
     # -- persistence ---------------------------------------------------------------------
 
     @staticmethod
@@ -100,8 +113,16 @@ class Model:
         return os.path.exists(os.path.join(root, STATE_FILE))
 
     @classmethod
-    def create(cls, root: str, hook_runner: HookRunner | None = None) -> Model:
-        """A new, empty model (and lab) under ``root``."""
+    def create(
+        cls, root: str, hook_runner: HookRunner | None = None, seed: int | None = None
+    ) -> Model:
+        """A new, empty model (and lab) under ``root``.
+
+        ``seed`` (else ``LAB_SEED``, else a random one) orders the hooks that start together
+        (:meth:`_pick`): the same seed gives the same interleaving.
+        """
+        if seed is None:
+            seed = int(os.environ.get("LAB_SEED") or random.randrange(1 << 16))  # noqa: S311
         if cls.exists(root):
             raise ModelError(f"a model already exists under {root}: 'lab destroy' it first")
         os.makedirs(root, exist_ok=True)
@@ -117,6 +138,8 @@ class Model:
             "secrets": {},
             "next_relation_id": 0,
             "hooks_run": 0,
+            "seed": seed,
+            "rounds": 0,
         }
         with open(os.path.join(root, STATE_FILE), "w") as f:
             json.dump(state, f)
@@ -886,10 +909,19 @@ class Model:
             return remote not in members or remote in seen
         return remote not in seen
 
-    def _before_hook(self, name: str, event: Mapping[str, Any]) -> None:
-        """What Juju changes as the hook starts (``relation-list`` and relation membership)."""
+    def _before_hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        """What Juju changes as the hook starts (``relation-list`` and relation membership).
+
+        Returns what :meth:`_undo_before_hook` needs to take it back (the hook failed).
+        """
         unit = self.units[name]
         rid = event.get("relation")
+        undo = {
+            "relations": list(unit["relations"]),
+            "rid": rid,
+            "data": json.dumps(unit["data"].get(rid)),
+            "seen": json.dumps(unit["seen"].get(rid)),
+        }
         if event["name"] == "relation_created" and rid not in unit["relations"]:
             unit["relations"].append(rid)
             address = unit["address"]  # what Juju puts in every unit databag
@@ -905,6 +937,19 @@ class Model:
             unit["seen"].setdefault(rid, []).append(event["remote_unit"])
         elif event["name"] == "relation_departed":
             unit["seen"][rid].remove(event["remote_unit"])
+        return undo
+
+    def _undo_before_hook(self, name: str, undo: Mapping[str, Any]) -> None:
+        """Take back what :meth:`_before_hook` changed (only this unit's own records)."""
+        unit = self.units[name]
+        unit["relations"] = list(undo["relations"])
+        rid = undo["rid"]
+        for key in ("data", "seen"):
+            value = json.loads(undo[key])
+            if value is None:
+                unit[key].pop(rid, None)
+            else:
+                unit[key][rid] = value
 
     def _after_hook(self, name: str, event: Mapping[str, Any]) -> None:
         unit = self.units[name]
@@ -918,21 +963,73 @@ class Model:
 
     # -- running -------------------------------------------------------------------------
 
-    def _hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Run ``event`` on unit ``name``; the hook's result (``error`` when it failed)."""
-        request = self.request(name, event)
+    def _prepare(self, name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | str:
+        """Get unit ``name``'s next hook ready to run: (event, request, undo).
+
+        Internal steps and hooks that no longer apply at the head of its queue are carried
+        out or dropped first. Returns ``waiting`` (the unit waits for its subordinates to
+        go) or ``skipped`` (nothing left to run) instead when there is no hook to run.
+        """
         unit = self.units[name]
-        unit["agent"] = "executing"
-        self.save()
+        while unit["queue"]:
+            event = unit["queue"][0]
+            if event["name"].startswith("_"):
+                unit["queue"].pop(0)
+                if not self._internal(name, event):
+                    unit["queue"].insert(0, event)
+                    return "waiting"
+                if name not in self.units:
+                    return "skipped"  # the unit is gone
+                continue
+            if self._skip(name, event):
+                unit["queue"].pop(0)
+                continue
+            undo = self._before_hook(name, event)
+            request = self.request(name, event)
+            unit["agent"] = "executing"
+            return event, request, undo
+        return "skipped"
+
+    def _run(self, name: str, request: Mapping[str, Any]) -> tuple[dict[str, Any], float, float]:
+        """Run the hook of ``request`` on unit ``name``'s machine: (result, start, end).
+
+        Runs on a worker thread: it reads the model and changes nothing in it.
+        """
         started = time.time()
-        result = self.run_hook(self.lab.machine(unit["machine"]), request)
-        ended = time.time()
+        result = self.run_hook(self.lab.machine(self.units[name]["machine"]), request)
+        return result, started, time.time()
+
+    def _finish(
+        self,
+        name: str,
+        event: Mapping[str, Any],
+        request: Mapping[str, Any],
+        undo: Mapping[str, Any],
+        run: tuple[dict[str, Any], float, float],
+    ) -> tuple[str, dict[str, Any]]:
+        """Keep what the hook did (nothing when it failed): (outcome, result).
+
+        The outcome is ``changed`` or ``unchanged`` (the hook ran and changed something in
+        the model or not) or ``failed``.
+        """
+        result, started, ended = run
         self.s["hooks_run"] += 1
         self._log(name, event, result, started, ended)
-        if "error" in result or "action_failed" in result:
-            return result
-        result["changed"] = self.apply(name, request, result)
-        return result
+        unit = self.units[name]
+        if "error" in result:
+            self._undo_before_hook(name, undo)  # a failed hook changes nothing
+            if event["name"] == "action":
+                return "failed", result
+            self._failed(name, event, result["error"])
+            return "failed", result
+        if "action_failed" in result:
+            return "unchanged", result
+        changed = self.apply(name, request, result)
+        if event["name"] != "action":
+            unit["queue"].pop(0)
+            self._after_hook(name, event)
+            unit.update(agent="idle", attempts=0, error=None)
+        return ("changed" if changed else "unchanged"), result
 
     def _log(
         self,
@@ -945,7 +1042,8 @@ class Model:
         """Log the hook in ``logs/unit-<app>-<n>.log`` and in :data:`HOOK_LOG`.
 
         The unit's log gets the hook and what the charm logged; :data:`HOOK_LOG` a JSON line:
-        unit, machine, hook, endpoint, outcome, start and end times, hook-tool calls.
+        unit, machine, hook, the runner's round, endpoint, outcome, start and end times,
+        hook-tool calls.
         """
         what = event.get("action") or event["name"].replace("_", "-")
         detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("name", "params"))
@@ -962,6 +1060,7 @@ class Model:
             "unit": name,
             "machine": self.units[name]["machine"],
             "hook": what,
+            "round": self.s.get("rounds", 0),
             "endpoint": self._endpoint_of(name, event.get("relation")),
             "outcome": outcome,
             "started": round(started, 3),
@@ -978,42 +1077,47 @@ class Model:
         ends = [e["endpoint"] for e in (relation or {}).get("endpoints", []) if e["app"] == app]
         return ends[0] if ends else None
 
-    def step(self, name: str) -> str:
-        """Run the first queued hook (or internal step) of unit ``name``.
+    def round(self, names: list[str]) -> dict[str, str]:
+        """The next hook of each of ``names`` (units of different machines), all at once.
 
-        Returns:
-            ``changed`` or ``unchanged`` (the hook ran and changed something or not),
-            ``failed``, ``skipped`` (it no longer applied, or was an internal step) or
-            ``waiting`` (the unit waits for its subordinates to go).
+        What can change the model happens here, in ``names``' order: getting each hook
+        ready, then keeping each one's result. Only the hooks themselves run at the same
+        time, each on its own machine (on worker threads). Returns every unit's outcome:
+        ``changed``, ``unchanged``, ``failed``, ``skipped`` or ``waiting`` (see
+        :meth:`_prepare`, :meth:`_finish`).
         """
-        unit = self.units[name]
-        event = unit["queue"][0]
-        if event["name"].startswith("_"):
-            unit["queue"].pop(0)
-            if not self._internal(name, event):
-                unit["queue"].insert(0, event)
-                return "waiting"
-            self.save()
-            return "skipped"
-        if self._skip(name, event):
-            unit["queue"].pop(0)
-            return "skipped"
-        snapshot = json.dumps(self.s)
-        self._before_hook(name, event)
-        result = self._hook(name, event)
-        if "error" in result:
-            self.s = json.loads(snapshot)  # a failed hook changes nothing
-            self._failed(name, event, result["error"])
-            outcome = "failed"
-        else:
-            unit["queue"].pop(0)
-            self._after_hook(name, event)
-            unit.update(agent="idle", attempts=0, error=None)
-            outcome = "changed" if result["changed"] else "unchanged"
-        if outcome != "unchanged":
-            self.changing.add(name)
+        machines = [self.units[n]["machine"] for n in names]
+        if len(set(machines)) != len(machines):
+            raise ModelError(f"one hook at a time per machine: {names} share machines")
+        self.s["rounds"] = self.s.get("rounds", 0) + 1
+        outcomes: dict[str, str] = {}
+        ready = []
+        for name in names:
+            prepared = self._prepare(name)
+            if isinstance(prepared, str):
+                outcomes[name] = prepared
+            else:
+                ready.append((name, *prepared))
         self.save()
-        return outcome
+        if not ready:
+            return outcomes
+        with concurrent.futures.ThreadPoolExecutor(len(ready)) as pool:
+            runs = [pool.submit(self._run, name, request) for name, _, request, _ in ready]
+            done = [future.result() for future in runs]
+        for (name, event, request, undo), run in zip(ready, done, strict=True):
+            outcome, _ = self._finish(name, event, request, undo, run)
+            if outcome == "failed" and event["name"] == "update_status":
+                # update-status is not retried: Juju's timer comes back
+                self.units[name]["queue"].pop(0)
+            outcomes[name] = outcome
+            if outcome != "unchanged":
+                self.changing.add(name)
+        self.save()
+        return outcomes
+
+    def step(self, name: str) -> str:
+        """Run the next queued hook (or internal step) of unit ``name``; its outcome."""
+        return self.round([name])[name]
 
     def _failed(self, name: str, event: Mapping[str, Any], error: str) -> None:
         unit = self.units[name]
@@ -1023,7 +1127,6 @@ class Model:
         unit["error"] = f'hook failed: "{hook}": {error.strip().splitlines()[-1]}'
         unit["error_detail"] = error
         unit["retry_at"] = time.time() + 2.0 ** unit["attempts"]
-        self.s["hooks_run"] += 1
 
     @staticmethod
     def _retrying(unit: Mapping[str, Any]) -> bool:
@@ -1042,36 +1145,42 @@ class Model:
             and not self._down(name)
         ]
 
-    def _run_queued(self, deadline: float) -> None:
-        """Run queued hooks, one unit after the other in turn, until none can run."""
+    def _pick(self, runnable: list[str]) -> list[str]:
+        """One unit per machine (Juju's machine lock), in an order drawn from the seed."""
+        order = sorted(runnable)
+        draw = random.Random(f"{self.seed}/{self.s.get('rounds', 0)}")  # noqa: S311
+        draw.shuffle(order)  # an order, not a secret
+        picked: dict[str, str] = {}
+        for name in order:
+            picked.setdefault(self.units[name]["machine"], name)
+        return list(picked.values())
+
+    def _run_queued(self, deadline: float) -> bool:
+        """Run queued hooks, machines at once, until none can run; whether any changed."""
+        changed = False
+        waiting: set[str] = set()  # they wait for another unit: let their machine run it
         while time.monotonic() < deadline:
-            progressed = False
-            for name in self._runnable():
-                if name in self.units and self.units[name]["queue"]:
-                    progressed |= self.step(name) != "waiting"
-            if progressed:
+            picked = self._pick([n for n in self._runnable() if n not in waiting])
+            if picked:
+                outcomes = self.round(picked)
+                changed |= any(o in ("changed", "failed") for o in outcomes.values())
+                waiting |= {n for n, o in outcomes.items() if o == "waiting"}
+                if any(o != "waiting" for o in outcomes.values()):
+                    waiting.clear()
                 continue
             retry = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
             if not retry:
-                return
+                return changed
             time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
-
-    def _update_status_round(self) -> bool:
-        """``update-status`` on every started, living, idle unit; whether anything changed."""
-        changed = False
-        for name in list(self.units):
-            unit = self.units.get(name)
-            if not unit or not unit["started"] or unit["life"] != "alive" or unit["queue"]:
-                continue
-            if self._down(name):
-                continue
-            unit["queue"].append(_event("update_status"))
-            outcome = self.step(name)
-            changed |= outcome in ("changed", "failed")
-            if outcome == "failed":  # update-status is not retried: the timer comes back
-                self.units[name]["queue"].pop(0)
-                self.save()
         return changed
+
+    def _update_status_round(self, deadline: float) -> bool:
+        """``update-status`` on every started, living, idle unit; whether anything changed."""
+        for name, unit in self.units.items():
+            if unit["started"] and unit["life"] == "alive" and not unit["queue"]:
+                if not self._down(name):
+                    unit["queue"].append(_event("update_status"))
+        return self._run_queued(deadline)
 
     def _busy(self) -> list[str]:
         """Units that still have something to do (hooks to run or retry, transient status)."""
@@ -1096,7 +1205,7 @@ class Model:
             if unit["status"][0] in TRANSIENT:
                 why.append(f"{unit['status'][0]}: {unit['status'][1]}")
             if name in self.changing:
-                why.append("its last update-status changed the model")
+                why.append("its last hooks changed the model")
             if why:
                 lines.append(f"{name} ({'; '.join(why)})")
         return lines
@@ -1125,15 +1234,20 @@ class Model:
         """
         deadline = time.monotonic() + timeout
         while True:
+            self.changing = set()
             self._run_queued(deadline)
             started = time.monotonic()
-            self.changing = set()
-            if not self._update_status_round() and not self._busy():
+            if not self._update_status_round(deadline) and not self._busy():
                 return self.stuck()
             if time.monotonic() >= deadline:
+                for unit in self.units.values():  # the timer's hooks that had no turn
+                    unit["queue"] = [e for e in unit["queue"] if e["name"] != "update_status"]
+                self.save()
+                if not self.changing and not self._busy():
+                    return self.stuck()
                 raise NotSettledError(
                     f"the model did not settle within {timeout:.0f} s "
-                    f"({self.s['hooks_run']} hooks run); still changing: "
+                    f"({self.s['hooks_run']} hooks run, seed {self.seed}); still changing: "
                     + (", ".join(self.unsettled()) or "?")
                 )
             time.sleep(max(0.0, min(interval - (time.monotonic() - started), 10.0)))
@@ -1150,7 +1264,12 @@ class Model:
             known = ", ".join(app["actions"]) or "none"
             raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
         agent = unit["agent"]  # an action leaves the unit's hook state as it was
-        result = self._hook(name, _event("action", action=action, params=dict(params)))
+        event = _event("action", action=action, params=dict(params))
+        undo = self._before_hook(name, event)
+        request = self.request(name, event)
+        unit["agent"] = "executing"
+        self.save()
+        _, result = self._finish(name, event, request, undo, self._run(name, request))
         self.units[name]["agent"] = agent
         self.save()
         if "action_failed" in result:

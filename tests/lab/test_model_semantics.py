@@ -44,7 +44,7 @@ import yaml
 
 from lab.build import REPO
 from lab.machines import IP, Lab
-from lab.model import Model
+from lab.model import HOOK_LOG, Model
 
 from .conftest import bundle_model_root
 
@@ -53,6 +53,7 @@ pytestmark = pytest.mark.ordered_steps
 CHARMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "charms")
 PROBE_LOG = "/var/lib/juju/probe.log"
 TIMEOUT = "120"  # seconds for a lab command to settle the model (it takes a few)
+SEED = "7"  # orders the hooks that start together (the same for both deployments)
 BUNDLE = f"""
 applications:
   probe:
@@ -176,13 +177,50 @@ def teardown(root: str, unit: str) -> set[tuple[str, str]]:
 def test_deploy_settles(root: str):
     bundle = os.path.join(os.path.dirname(root), "bundle.yaml")
 
-    ok(lab(root, "deploy", bundle, "--timeout", TIMEOUT))
+    deployed = ok(lab(root, "deploy", bundle, "--seed", SEED, "--timeout", TIMEOUT))
 
+    assert f"seed {SEED}" in deployed
     found = units(root)
     assert sorted(found) == ["probe-sub/0", "probe-sub/1", "probe/0", "probe/1"]
     assert {u["juju-status"]["current"] for u in found.values()} == {"idle"}
     assert sum(u["leader"] for n, u in found.items() if n.startswith("probe/")) == 1
     assert sum(u["leader"] for n, u in found.items() if n.startswith("probe-sub/")) == 1
+
+
+def hook_log(root: str) -> list[dict[str, Any]]:
+    """Every hook the lab ran, as ``logs/hooks.jsonl`` records it."""
+    with open(os.path.join(root, "logs", HOOK_LOG)) as f:
+        return [json.loads(line) for line in f]
+
+
+def overlapping(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["started"] < b["ended"] and b["started"] < a["ended"]
+
+
+def test_machines_run_hooks_at_once_but_one_machine_one_at_a_time(root: str):
+    runs = hook_log(root)
+    machines: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        machines.setdefault(run["machine"], []).append(run)
+
+    assert len(machines) == 2
+    for machine, mine in machines.items():
+        assert {run["unit"].split("/")[0] for run in mine} == {"probe", "probe-sub"}
+        mine.sort(key=lambda run: run["started"])
+        for a, b in zip(mine, mine[1:], strict=False):
+            assert a["ended"] <= b["started"], f"machine {machine}: {a} overlaps {b}"
+    first, second = machines.values()
+    assert any(overlapping(a, b) for a in first for b in second)
+
+
+def test_the_same_seed_gives_the_same_order(root: str):
+    def order(runs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((r["round"], r["unit"], r["hook"], r["endpoint"]) for r in runs)
+
+    with bundle_model_root("lab-seed-", BUNDLE) as again:
+        bundle = os.path.join(os.path.dirname(again), "bundle.yaml")
+        ok(lab(again, "deploy", bundle, "--seed", SEED, "--timeout", TIMEOUT))
+        assert order(hook_log(again)) == order(hook_log(root))
 
 
 def test_new_unit_hooks_come_in_juju_order(root: str):

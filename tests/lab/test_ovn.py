@@ -4,8 +4,9 @@ One deployment for the module: ``bundles/lxd-cluster.yaml`` with the lab overlay
 SB raft with 3 servers and one leader over SSL; LXD's own client certificate reaches the
 northbound database; a container on the default OVN network gets its address from OVN's
 DHCP and pings the OVN router. ``remove-unit`` of a central unit → 2 servers that still
-accept writes; ``add-unit`` → 3 again. Bad config blocks every unit, naming the options,
-and changes nothing.
+accept writes; ``add-unit`` → 3 again, and a container on the new member (which joined
+after the OVN network existed) gets an address and pings the router too. Bad config blocks
+every unit, naming the options, and changes nothing.
 """
 
 from __future__ import annotations
@@ -110,33 +111,30 @@ def test_lxd_client_certificate_reaches_the_northbound_database(root: str):
     assert lab(root, "exec", "lxd/1", "--", *bare, check=False).returncode != 0
 
 
+def launch_on_ovn_and_ping_the_router(root: str, name: str, member: str) -> None:
+    """Container ``name`` on ``member``, on the default OVN network: a lease, then a ping."""
+    lab(
+        root,
+        *("exec", "lxd/0", "--", "lxc", "launch", "busybox", name),
+        *("--network", "default", "--target", member),
+    )
+    inside = ["exec", "lxd/0", "--", "lxc", "exec", name, "--"]
+    lease = lab(root, *inside, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-s", "/bin/true").stderr
+    match = re.search(
+        r"lease of (10\.10\.0\.\d+) obtained", lease + lab(root, *inside, "true").stdout
+    )
+    assert match, lease
+    lab(root, *inside, "ip", "addr", "add", f"{match.group(1)}/24", "dev", "eth0")
+    ping = lab(root, *inside, "ping", "-c", "3", "-W", "5", ROUTER, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert " 0% packet loss" in ping.stdout
+
+
 def test_container_gets_its_address_from_ovn_and_pings_the_router(root: str):
     image = hosts.build_busybox_image(os.path.join(os.path.dirname(root), "busybox.tar.gz"))
     lab(root, "exec", "lxd/0", "--", "lxc", "image", "import", image, "--alias", "busybox")
-    lab(
-        root,
-        "exec",
-        "lxd/0",
-        "--",
-        "lxc",
-        "launch",
-        "busybox",
-        "c1",
-        "--network",
-        "default",
-        "--target",
-        "lxd-1",
-    )
-    in_c1 = ["exec", "lxd/0", "--", "lxc", "exec", "c1", "--"]
-    lease = lab(root, *in_c1, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-s", "/bin/true").stderr
-    match = re.search(
-        r"lease of (10\.10\.0\.\d+) obtained", lease + lab(root, *in_c1, "true").stdout
-    )
-    assert match, lease
-    lab(root, *in_c1, "ip", "addr", "add", f"{match.group(1)}/24", "dev", "eth0")
-    ping = lab(root, *in_c1, "ping", "-c", "3", "-W", "5", ROUTER, check=False)
-    assert ping.returncode == 0, ping.stdout + ping.stderr
-    assert " 0% packet loss" in ping.stdout
+
+    launch_on_ovn_and_ping_the_router(root, "c1", "lxd-1")
 
 
 def test_bad_config_blocks_and_changes_nothing(root: str):
@@ -192,3 +190,6 @@ def test_adding_a_unit_brings_raft_back_to_three(root: str):
     )
     members = lab(root, "exec", "lxd/0", "--", "lxc", "cluster", "list", "-f", "csv").stdout
     assert members.count("ONLINE") == 3
+    # the OVN network works on the member that joined after it was created
+    assert "lxd-3," in members
+    launch_on_ovn_and_ping_the_router(root, "c3", "lxd-3")

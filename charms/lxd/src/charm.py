@@ -386,6 +386,15 @@ class LXDCharm(ops.CharmBase):
         except JoinTokenError as exc:
             raise blocked(f"join token rejected: {exc}") from None
         logger.info("joined the cluster as %s", self.member_name)
+        ovn = self.lxd.ovn_networks()
+        if ovn:
+            # LXD 5.0.2 starts the cluster's networks on a joining member before it has the
+            # cluster's server config: an OVN network looks for its northbound database on
+            # the local socket and stays "unavailable on this server" (measured). Started
+            # again by a restart, it has the config. Nothing runs on a new member yet.
+            self.installer.restart()
+            self.lxd.wait_ready()
+            logger.info("restarted LXD to start %s with the cluster's config", ", ".join(ovn))
 
     def _granted_join_token(self) -> tuple[JoinToken, list[MemberConfigKey]]:
         """The token the issuer granted to this unit, checked against the cluster record."""

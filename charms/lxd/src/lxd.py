@@ -1353,10 +1353,17 @@ class LXD:
         network X", whatever the joiner sends) and leaves the joiner half-joined: it then
         reports itself clustered but is no member (measured).
         """
-        listing = self._call("get", "networks", params={"recursion": "1"}) or []
         return sorted(
-            str(n["name"]) for n in listing if n.get("managed") and n.get("status") == ERRORED
+            str(n["name"]) for n in self._managed_networks() if n.get("status") == ERRORED
         )
+
+    def ovn_networks(self) -> list[str]:
+        """The cluster's OVN networks (type ``ovn``)."""
+        return sorted(str(n["name"]) for n in self._managed_networks() if n.get("type") == "ovn")
+
+    def _managed_networks(self) -> list[dict[str, Any]]:
+        listing = self._call("get", "networks", params={"recursion": "1"}) or []
+        return [n for n in listing if n.get("managed")]
 
     def object_state(self, entity: str, name: str, member: str = "") -> ObjectState | None:
         """A network or storage pool as LXD (``member``: that member) sees it.

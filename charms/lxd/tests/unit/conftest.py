@@ -69,6 +69,7 @@ def lxd(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     # Nothing requested exists yet, and nothing needs doing unless a test says so.
     client.object_state.return_value = None
     client.errored_networks.return_value = []
+    client.ovn_networks.return_value = []
     client.ensure_member_object.return_value = False
     client.ensure_cluster_object.return_value = False
     client.ensure_standalone_object.return_value = False

@@ -233,6 +233,24 @@ def joiner_state(content: dict[str, str], app: dict[str, str] | None = None):
     return relation, testing.State(relations=[relation], secrets=[secret])
 
 
+@pytest.mark.parametrize("ovn", [[], ["default"]])
+def test_a_joiner_restarts_lxd_when_the_cluster_has_ovn_networks(
+    ctx_unit1, lxd, installer, ovn: list[str]
+):
+    # GIVEN a granted token, and a cluster with or without an OVN network
+    relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    lxd.ovn_networks.return_value = ovn
+    # WHEN it joins
+    ctx_unit1.run(ctx_unit1.on.relation_changed(relation, remote_unit=0), state)
+    # THEN LXD is restarted after the join only when an OVN network must start on it
+    lxd.join_cluster.assert_called_once()
+    assert installer.restart.call_count == (1 if ovn else 0)
+
+
 def test_joiner_joins_with_its_token_and_member_config(ctx_unit1, lxd):
     # GIVEN a granted token and a preseed that names this member's pool source
     keys = [{"entity": "storage-pool", "name": "default", "key": "source", "description": ""}]

@@ -2338,6 +2338,23 @@ def test_errored_networks(daemon, api):
     assert api.calls == [("GET", "/1.0/networks", {"params": {"recursion": "1"}})]
 
 
+def test_ovn_networks(daemon, api):
+    api.on(
+        "GET",
+        "/1.0/networks",
+        sync(
+            [
+                {"name": "eth0", "managed": False, "type": "physical"},
+                {"name": "UPLINK", "managed": True, "type": "physical"},
+                {"name": "default", "managed": True, "type": "ovn"},
+                {"name": "tenant", "managed": True, "type": "ovn"},
+            ]
+        ),
+    )
+
+    assert daemon.ovn_networks() == ["default", "tenant"]
+
+
 def test_object_state_of_a_pool_on_one_member(daemon, api):
     api.on(
         "GET",
