@@ -984,11 +984,17 @@ class Model:
             if self._skip(name, event):
                 unit["queue"].pop(0)
                 continue
-            undo = self._before_hook(name, event)
-            request = self.request(name, event)
-            unit["agent"] = "executing"
-            return event, request, undo
+            return (event, *self._start_hook(name, event))
         return "skipped"
+
+    def _start_hook(
+        self, name: str, event: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Unit ``name`` starts ``event``'s hook: (its request, what undoes the start)."""
+        undo = self._before_hook(name, event)
+        request = self.request(name, event)
+        self.units[name]["agent"] = "executing"
+        return request, undo
 
     def _run(self, name: str, request: Mapping[str, Any]) -> tuple[dict[str, Any], float, float]:
         """Run the hook of ``request`` on unit ``name``'s machine: (result, start, end).
@@ -1018,9 +1024,8 @@ class Model:
         unit = self.units[name]
         if "error" in result:
             self._undo_before_hook(name, undo)  # a failed hook changes nothing
-            if event["name"] == "action":
-                return "failed", result
-            self._failed(name, event, result["error"])
+            if event["name"] != "action":  # an action is not retried
+                self._failed(name, event, result["error"])
             return "failed", result
         if "action_failed" in result:
             return "unchanged", result
@@ -1072,10 +1077,9 @@ class Model:
 
     def _endpoint_of(self, name: str, rid: Any) -> str | None:
         """Unit ``name``'s endpoint of relation ``rid`` (None: no relation, or gone)."""
-        relation = self.relations.get(str(rid)) if rid is not None else None
-        app = self.units[name]["app"]
-        ends = [e["endpoint"] for e in (relation or {}).get("endpoints", []) if e["app"] == app]
-        return ends[0] if ends else None
+        if rid is None or str(rid) not in self.relations:
+            return None
+        return str(self._local_endpoint(str(rid), self.units[name]["app"])["endpoint"])
 
     def round(self, names: list[str]) -> dict[str, str]:
         """The next hook of each of ``names`` (units of different machines), all at once.
@@ -1265,9 +1269,7 @@ class Model:
             raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
         agent = unit["agent"]  # an action leaves the unit's hook state as it was
         event = _event("action", action=action, params=dict(params))
-        undo = self._before_hook(name, event)
-        request = self.request(name, event)
-        unit["agent"] = "executing"
+        request, undo = self._start_hook(name, event)
         self.save()
         _, result = self._finish(name, event, request, undo, self._run(name, request))
         self.units[name]["agent"] = agent
