@@ -21,11 +21,12 @@ charm path
     provider is relative to it). That is lxd with its ovn-bridge and ceph-link subordinates and
     the lab's Ceph provider. The charms are built once before (``lab.build``, what
     ``scripts/build-charms`` runs): no deploy counts a build. Measures the wall time of that
-    command (it creates the machines and returns when the model is idle, after an
-    ``update-status`` round that changes nothing), the hooks run (``model.hooks-run`` of
-    ``status --format json``) and the hooks per unit: divided by every unit of the model,
-    subordinates and the Ceph provider included (3N + 1). Then the end state (``lab exec``),
-    ``lab destroy``.
+    command (it creates the machines and returns as soon as the model is idle: no hook
+    queued and no unit in maintenance or waiting; with Juju's default
+    ``update-status-hook-interval``, no timer falls due meanwhile), the hooks run
+    (``model.hooks-run`` of ``status --format json``) and the hooks per unit: divided by
+    every unit of the model, subordinates and the Ceph provider included (3N + 1). Then the
+    end state (``lab exec``), ``lab destroy``.
 
 plain path
     A fresh :class:`lab.machines.Lab` with N + 1 machines of the bundle's bases, and no charm
@@ -603,9 +604,9 @@ LXD_STATE += ("/1.0/cluster/members?recursion=1", "/1.0/certificates?recursion=1
 def idle_update_status(root: str, runners: Sequence[Runner]) -> list[list[str]]:
     """One ``update-status`` round on the idle model: seconds, tool calls, LXD writes.
 
-    ``Model.settle`` on an idle model runs exactly that round (every started unit) and
-    returns. LXD's state (:data:`LXD_STATE` on every member) is read before and after; the
-    last column says whether anything in it changed.
+    Every unit's timer is made due (``Model.expire_timers``), then ``Model.settle`` runs
+    exactly that round and returns. LXD's state (:data:`LXD_STATE` on every member) is read
+    before and after; the last column says whether anything in it changed.
     """
 
     def state() -> dict[str, Any]:
@@ -619,7 +620,9 @@ def idle_update_status(root: str, runners: Sequence[Runner]) -> list[list[str]]:
     with open(log) as f:
         seen = len(f.readlines())
     before = state()
-    Model(root).settle(timeout=300)
+    model = Model(root)
+    model.expire_timers()
+    model.settle(timeout=300)
     after = state()
     changed = sorted(key for key in before if before[key] != after[key])
     for key in changed:

@@ -4,10 +4,10 @@
     lab add-unit APP [-n N]                 lab remove-unit UNIT...
     lab config APP [key=value...]           lab relate A[:ep] B[:ep]
     lab remove-relation A[:ep] B[:ep]       lab run UNIT ACTION [key=value...]
-    lab exec UNIT -- CMD...                 lab wait
+    lab exec UNIT -- CMD...                 lab wait [--idle-period S]
     lab resolved UNIT                       lab destroy
     lab kill-machine N                      lab start-machine N
-    lab refresh APP
+    lab refresh APP                         lab model-config [key=value...]
 
 Every hook runs through the built charm's ``dispatch`` (``scripts/build-charms`` layout, built
 when its sources changed) with the lab's hook tools, as a Juju unit agent runs it.
@@ -125,7 +125,7 @@ def format_status(status: dict[str, Any]) -> str:
 def _settle(model: Model, args: argparse.Namespace) -> int:
     if getattr(args, "no_wait", False):
         return 0
-    stuck = model.settle(timeout=args.timeout)
+    stuck = model.settle(timeout=args.timeout, idle_period=getattr(args, "idle_period", 0.0))
     if stuck:
         print(
             f"units in error (their hook failed; fix the cause, then 'lab resolved UNIT'; "
@@ -266,8 +266,17 @@ def cmd_start_machine(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    """Run hooks (and update-status) until the model is idle."""
+    """Run hooks (and the update-status timers that fall due) until the model is idle."""
     return _settle(Model(args.root), args)
+
+
+def cmd_model_config(args: argparse.Namespace) -> int:
+    """Show the model's config, or change it (update-status-hook-interval)."""
+    model = Model(args.root)
+    config = model.model_config(_key_values(args.values))
+    if not args.values:
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+    return 0
 
 
 def cmd_resolved(args: argparse.Namespace) -> int:
@@ -346,7 +355,16 @@ def _parser() -> argparse.ArgumentParser:
     execute = verb("exec", cmd_exec, wait=False)
     execute.add_argument("unit")
     execute.add_argument("command", nargs=argparse.REMAINDER)
-    verb("wait", cmd_wait)
+    verb("wait", cmd_wait).add_argument(
+        "--idle-period",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="the model must stay idle this many seconds (update-status timers run meanwhile)",
+    )
+    verb("model-config", cmd_model_config, wait=False).add_argument(
+        "values", nargs="*", metavar="key=value"
+    )
     verb("resolved", cmd_resolved).add_argument("unit")
     verb("destroy", cmd_destroy, wait=False)
     verb("kill-machine", cmd_kill_machine, wait=False).add_argument("machine")

@@ -33,10 +33,14 @@ relation-scoped secret grants (a container-scoped one takes the subordinate's un
 principals with it). A failed hook is retried with backoff (its changes discarded) and
 leaves its unit in error after :data:`HOOK_ATTEMPTS`.
 
-When no hook is queued, every unit gets ``update-status`` (Juju's timer, here every
-:data:`UPDATE_STATUS_INTERVAL` seconds). The model is idle when such a round changes nothing
-and no unit reports ``maintenance`` or ``waiting``; after the time bound the runner gives
-up with :class:`NotSettledError`, naming the units still changing.
+Every started unit has Juju's ``update-status`` timer: the hook is queued once the model's
+``update-status-hook-interval`` (:meth:`Model.model_config`; Juju's default, 5 minutes,
+unless set) has passed since the unit's last ``update-status`` (or its ``start``). The model
+is idle as soon as no hook is queued or waits for a retry and no unit reports
+``maintenance`` or ``waiting``; a unit that does waits for its timer. ``idle_period`` (as in
+python-libjuju's ``wait_for_idle``) asks the model to stay so for that long, running the
+timers that fall due. After the time bound the runner gives up with
+:class:`NotSettledError`, naming the units still changing.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import fcntl
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -61,7 +66,10 @@ STATE_FILE = "model.json"
 LOCK_FILE = "model.lock"
 HOOK_LOG = "hooks.jsonl"  # under logs/: one JSON line per hook run (see Model._log)
 HOOK_ATTEMPTS = 4  # Juju retries a failed hook with backoff (2, 4, 8 s here), then gives up
-UPDATE_STATUS_INTERVAL = 5.0  # seconds between update-status rounds while not idle
+# The model config the lab knows, with Juju's defaults (``juju model-config``).
+UPDATE_STATUS_INTERVAL = "update-status-hook-interval"
+MODEL_CONFIG = {UPDATE_STATUS_INTERVAL: "5m"}
+INTERVAL_BOUNDS = (1.0, 3600.0)  # Juju accepts 1s to 60m for update-status-hook-interval
 DEFAULT_TIMEOUT = 900.0
 TRANSIENT = ("maintenance", "waiting")
 
@@ -84,6 +92,15 @@ def unit_number(unit: str) -> int:
     return int(unit.rsplit("/", 1)[1])
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in a duration as Juju (Go's ``time.ParseDuration``) writes it: ``1m30s``."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ModelError(f"{text!r} is not a duration: write it as 30s, 5m or 1m30s")
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
 def _event(name: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, **{k: v for k, v in fields.items() if v is not None}}
 
@@ -104,6 +121,33 @@ class Model:
     def seed(self) -> int:
         """What orders the hooks that start together (see :meth:`create`)."""
         return int(self.s.get("seed", 0))
+
+    @property
+    def update_status_interval(self) -> float:
+        """Seconds between a unit's ``update-status`` hooks (the model's config)."""
+        return parse_duration(self.model_config()[UPDATE_STATUS_INTERVAL])
+
+    def model_config(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The model's config after setting ``values`` (checked as Juju checks them)."""
+        config = {**MODEL_CONFIG, **self.s.get("config", {})}
+        for key, value in (values or {}).items():
+            if key not in MODEL_CONFIG:
+                known = ", ".join(MODEL_CONFIG)
+                raise ModelError(f"unknown model config key {key!r} (keys: {known})")
+            low, high = INTERVAL_BOUNDS
+            if not low <= parse_duration(value) <= high:
+                raise ModelError(f"{key}={value}: give a duration from 1s to 60m")
+            config[key] = value
+        if values:
+            self.s["config"] = config
+            self.save()
+        return config
+
+    def expire_timers(self) -> None:
+        """Every unit's ``update-status`` timer is due now, as if its interval had passed."""
+        for unit in self.units.values():
+            unit["timer"] = 0.0
+        self.save()
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -140,6 +184,7 @@ class Model:
             "hooks_run": 0,
             "seed": seed,
             "rounds": 0,
+            "config": dict(MODEL_CONFIG),
         }
         with open(os.path.join(root, STATE_FILE), "w") as f:
             json.dump(state, f)
@@ -381,6 +426,7 @@ class Model:
             "queue": [],
             "attempts": 0,
             "retry_at": 0.0,
+            "timer": 0.0,  # when its update-status timer last started (see _fire_timers)
             "relations": [],  # relation ids the unit takes part in (relation-created ran)
             "seen": {},  # relation id -> remote units it has seen join
             "data": {},  # relation id -> its unit databag
@@ -960,6 +1006,7 @@ class Model:
             self._forget_if_done(event["relation"])
         elif event["name"] == "start":
             unit["started"] = True
+            unit["timer"] = time.time()
 
     # -- running -------------------------------------------------------------------------
 
@@ -1110,9 +1157,10 @@ class Model:
             done = [future.result() for future in runs]
         for (name, event, request, undo), run in zip(ready, done, strict=True):
             outcome, _ = self._finish(name, event, request, undo, run)
-            if outcome == "failed" and event["name"] == "update_status":
-                # update-status is not retried: Juju's timer comes back
-                self.units[name]["queue"].pop(0)
+            if event["name"] == "update_status":
+                self.units[name]["timer"] = time.time()
+                if outcome == "failed":  # not retried: Juju's timer comes back
+                    self.units[name]["queue"].pop(0)
             outcomes[name] = outcome
             if outcome != "unchanged":
                 self.changing.add(name)
@@ -1159,11 +1207,36 @@ class Model:
             picked.setdefault(self.units[name]["machine"], name)
         return list(picked.values())
 
+    def _timed(self, name: str) -> bool:
+        """Whether unit ``name``'s ``update-status`` timer runs."""
+        unit = self.units[name]
+        return (
+            unit["started"]
+            and unit["life"] == "alive"
+            and unit["agent"] != "error"
+            and not self._down(name)
+        )
+
+    def _fire_timers(self) -> float | None:
+        """Queue ``update-status`` where its timer is due; when the next one falls due."""
+        interval, now = self.update_status_interval, time.time()
+        upcoming = []
+        for name, unit in self.units.items():
+            if not self._timed(name):
+                continue
+            due = unit.get("timer", 0.0) + interval
+            if due <= now:
+                self._queue(name, _event("update_status"))
+                due = now + interval
+            upcoming.append(due)
+        return min(upcoming, default=None)
+
     def _run_queued(self, deadline: float) -> bool:
         """Run queued hooks, machines at once, until none can run; whether any changed."""
         changed = False
         waiting: set[str] = set()  # they wait for another unit: let their machine run it
         while time.monotonic() < deadline:
+            self._fire_timers()
             picked = self._pick([n for n in self._runnable() if n not in waiting])
             if picked:
                 outcomes = self.round(picked)
@@ -1177,14 +1250,6 @@ class Model:
                 return changed
             time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
         return changed
-
-    def _update_status_round(self, deadline: float) -> bool:
-        """``update-status`` on every started, living, idle unit; whether anything changed."""
-        for name, unit in self.units.items():
-            if unit["started"] and unit["life"] == "alive" and not unit["queue"]:
-                if not self._down(name):
-                    unit["queue"].append(_event("update_status"))
-        return self._run_queued(deadline)
 
     def _busy(self) -> list[str]:
         """Units that still have something to do (hooks to run or retry, transient status)."""
@@ -1222,13 +1287,12 @@ class Model:
             if unit["agent"] == "error" and not self._retrying(unit)
         ]
 
-    def settle(
-        self, timeout: float = DEFAULT_TIMEOUT, interval: float = UPDATE_STATUS_INTERVAL
-    ) -> list[str]:
-        """Run hooks until the model is idle.
+    def settle(self, timeout: float = DEFAULT_TIMEOUT, idle_period: float = 0.0) -> list[str]:
+        """Run hooks until the model is idle (and has stayed idle for ``idle_period`` s).
 
-        Idle: an ``update-status`` round changes nothing and no unit has hooks to run or a
-        ``maintenance``/``waiting`` status.
+        Idle: no unit has hooks to run or retry or a ``maintenance``/``waiting`` status.
+        Until then (and through ``idle_period``), the ``update-status`` timers that fall due
+        run their hooks; one that changes something starts ``idle_period`` again.
 
         Returns:
             The units left in error (their failed hook used up its retries), as :meth:`stuck`.
@@ -1237,24 +1301,35 @@ class Model:
             NotSettledError: still changing after ``timeout`` seconds; names the units.
         """
         deadline = time.monotonic() + timeout
+        quiet_since: float | None = None  # since when nothing changed and nothing is busy
         while True:
             self.changing = set()
-            self._run_queued(deadline)
-            started = time.monotonic()
-            if not self._update_status_round(deadline) and not self._busy():
-                return self.stuck()
-            if time.monotonic() >= deadline:
+            changed = self._run_queued(deadline)
+            now = time.monotonic()
+            if changed or self._busy():
+                quiet_since = None
+            else:
+                quiet_since = now if quiet_since is None else quiet_since
+                if now - quiet_since >= idle_period:
+                    return self.stuck()
+            if now >= deadline:
                 for unit in self.units.values():  # the timer's hooks that had no turn
                     unit["queue"] = [e for e in unit["queue"] if e["name"] != "update_status"]
                 self.save()
-                if not self.changing and not self._busy():
+                if quiet_since is not None:
                     return self.stuck()
                 raise NotSettledError(
                     f"the model did not settle within {timeout:.0f} s "
                     f"({self.s['hooks_run']} hooks run, seed {self.seed}); still changing: "
                     + (", ".join(self.unsettled()) or "?")
                 )
-            time.sleep(max(0.0, min(interval - (time.monotonic() - started), 10.0)))
+            wake = [deadline]
+            timer = self._fire_timers()
+            if timer is not None:
+                wake.append(now + timer - time.time())
+            if quiet_since is not None:
+                wake.append(quiet_since + idle_period)
+            time.sleep(min(max(0.0, min(wake) - now), 10.0))
 
     # -- actions ---------------------------------------------------------------------------
 

@@ -427,6 +427,20 @@ def wait_for_members(root: str, unit: str, wanted: dict[str, str]) -> None:
         time.sleep(2)
 
 
+@pytest.fixture
+def short_update_status(root: str) -> Iterator[None]:
+    """update-status every 10 s (as Juju tests set it), Juju's default again afterwards."""
+    lab(root, "model-config", "update-status-hook-interval=10s")
+    yield
+    lab(root, "model-config", "update-status-hook-interval=5m")
+
+
+def wait_through_update_status(root: str) -> None:
+    """``lab wait`` until the model has been idle for longer than the 10 s interval."""
+    lab(root, "wait", "--idle-period", "15", "--timeout", TIMEOUT)
+
+
+@pytest.mark.usefixtures("short_update_status")
 def test_a_lost_machine_is_named_offline_and_back_active(root: str):
     # GIVEN a non-leader's machine lost as Juju loses one: every process killed
     lost = next(u for u in sorted(units(root)) if u != leader(root))
@@ -434,12 +448,12 @@ def test_a_lost_machine_is_named_offline_and_back_active(root: str):
     live = leader(root)
     lab(root, "kill-machine", units(root)[lost]["machine"])
 
-    # WHEN LXD calls its member OFFLINE, THEN one update-status round later the other units
+    # WHEN LXD calls its member OFFLINE, THEN after their next update-status the other units
     # and the application name it, and the lost unit shows its agent lost
     wait_for_members(
         root, live, {m: "OFFLINE" if m == member else "ONLINE" for m in HOMES.values()}
     )
-    lab(root, "wait", "--timeout", TIMEOUT)
+    wait_through_update_status(root)
     found = status(root)["applications"]["lxd"]
     for name, unit in found["units"].items():
         if name == lost:
@@ -455,7 +469,7 @@ def test_a_lost_machine_is_named_offline_and_back_active(root: str):
     # WHEN the machine is back, THEN its unit starts LXD again and everything is active
     lab(root, "start-machine", units(root)[lost]["machine"], "--timeout", TIMEOUT)
     wait_for_members(root, live, {m: "ONLINE" for m in HOMES.values()})
-    lab(root, "wait", "--timeout", TIMEOUT)
+    wait_through_update_status(root)
     found = status(root)["applications"]["lxd"]
     for name, unit in found["units"].items():
         assert unit["workload-status"]["current"] == "active", (name, unit["workload-status"])

@@ -15,6 +15,10 @@ model's state, the steps below prove that
 * an application databag and an application-owned secret granted over ``feed`` reach the
   other side; a new secret revision reaches its observers as secret-changed, and an
   application databag change arrives as relation-changed without a remote unit;
+* the model is idle as soon as no hook is queued (no update-status round to find out);
+  ``update-status`` follows the model's ``update-status-hook-interval`` (``lab
+  model-config``, checked as Juju checks it), and ``lab wait --idle-period`` runs the timers
+  that fall due meanwhile;
 * a unit that changes its peer databag in every hook keeps the model from settling, and
   ``lab wait`` names it;
 * a killed machine (``lab kill-machine``: every process gone) runs no hooks and its units
@@ -185,6 +189,8 @@ def test_deploy_settles(root: str):
     assert {u["juju-status"]["current"] for u in found.values()} == {"idle"}
     assert sum(u["leader"] for n, u in found.items() if n.startswith("probe/")) == 1
     assert sum(u["leader"] for n, u in found.items() if n.startswith("probe-sub/")) == 1
+    # idle as soon as the queues are empty: no update-status timer (5m) fell due meanwhile
+    assert "update-status" not in {run["hook"] for run in hook_log(root)}
 
 
 def hook_log(root: str) -> list[dict[str, Any]]:
@@ -221,6 +227,34 @@ def test_the_same_seed_gives_the_same_order(root: str):
         bundle = os.path.join(os.path.dirname(again), "bundle.yaml")
         ok(lab(again, "deploy", bundle, "--seed", SEED, "--timeout", TIMEOUT))
         assert order(hook_log(again)) == order(hook_log(root))
+
+
+def test_update_status_follows_the_model_interval(root: str):
+    assert yaml.safe_load(ok(lab(root, "model-config"))) == {"update-status-hook-interval": "5m"}
+    for value, words in (
+        ("update-status-hook-interval=0s", "from 1s to 60m"),
+        ("update-status-hook-interval=2h", "from 1s to 60m"),
+        ("update-status-hook-interval=soon", "'soon' is not a duration"),
+        ("interval=10s", "unknown model config key 'interval'"),
+    ):
+        refused = lab(root, "model-config", value)
+        assert refused.returncode == 2 and words in refused.stderr, (value, refused.stderr)
+    before = len(hook_log(root))
+
+    # an idle model: wait returns without running a hook
+    ok(lab(root, "wait", "--timeout", TIMEOUT))
+    assert len(hook_log(root)) == before
+
+    # every 2 s: over 5 idle seconds every unit's timer fires, no sooner than 2 s apart
+    ok(lab(root, "model-config", "update-status-hook-interval=2s"))
+    ok(lab(root, "wait", "--idle-period", "5", "--timeout", TIMEOUT))
+    ok(lab(root, "model-config", "update-status-hook-interval=5m"))
+    ran = hook_log(root)[before:]
+    assert {run["hook"] for run in ran} == {"update-status"}, ran
+    for unit in units(root):
+        starts = [run["started"] for run in ran if run["unit"] == unit]
+        assert starts, (unit, ran)
+        assert all(b - a >= 2.0 for a, b in zip(starts, starts[1:], strict=False)), starts
 
 
 def test_new_unit_hooks_come_in_juju_order(root: str):
