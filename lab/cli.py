@@ -13,7 +13,9 @@ Every hook runs through the built charm's ``dispatch`` (``scripts/build-charms``
 when its sources changed) with the lab's hook tools, as a Juju unit agent runs it.
 
 Commands that change the model run its hooks until it is idle before they return (as
-``juju ... && juju wait-for``), unless ``--no-wait``. The model lives under ``--root``
+``juju ... && juju wait-for``), unless ``--no-wait``; meanwhile they print a line on stderr
+whenever a unit's status changes (seconds so far, hooks run in all, the unit, its workload
+status and agent), unless ``--quiet``. The model lives under ``--root``
 (default: ``$LAB_ROOT``, else ``.lab/model`` in the repository).
 Exit codes: 0 done, 1 a unit in error / a failed action / not settled, 2 bad input.
 """
@@ -125,6 +127,8 @@ def format_status(status: dict[str, Any]) -> str:
 def _settle(model: Model, args: argparse.Namespace) -> int:
     if getattr(args, "no_wait", False):
         return 0
+    if not args.quiet:
+        model.progress = lambda line: print(line, file=sys.stderr, flush=True)
     stuck = model.settle(timeout=args.timeout, idle_period=getattr(args, "idle_period", 0.0))
     if stuck:
         print(
@@ -322,6 +326,11 @@ def _parser() -> argparse.ArgumentParser:
                 help="give up waiting after this many seconds",
             )
             sub.add_argument("--no-wait", action="store_true", help="queue the hooks only")
+            sub.add_argument(
+                "--quiet",
+                action="store_true",
+                help="no progress lines (else: one per unit status change, on stderr)",
+            )
         return sub
 
     deploy = verb("deploy", cmd_deploy)

@@ -116,6 +116,10 @@ class Model:
             self.s: dict[str, Any] = json.load(f)
         self.run_hook = hook_runner or dispatch.run_hook
         self.lab = Lab.open(self.root)
+        # Told one line per unit whose status changed (see _report); None: silent.
+        self.progress: Callable[[str], None] | None = None
+        self._shown: dict[str, tuple[str, ...]] = {}
+        self._since = time.monotonic()
 
     @property
     def seed(self) -> int:
@@ -1165,7 +1169,23 @@ class Model:
             if outcome != "unchanged":
                 self.changing.add(name)
         self.save()
+        self._report()
         return outcomes
+
+    def _report(self) -> None:
+        """Tell :attr:`progress` of every unit whose agent or workload status changed."""
+        if self.progress is None:
+            return
+        for name, unit in self.units.items():
+            shown = (unit["agent"], *unit["status"])
+            if self._shown.get(name) == shown:
+                continue
+            self._shown[name] = shown
+            agent, workload, message = shown
+            self.progress(
+                f"{time.monotonic() - self._since:6.1f}s  {self.s['hooks_run']:4d} hooks  "
+                f"{name}: {workload}{': ' + message if message else ''} ({agent})"
+            )
 
     def step(self, name: str) -> str:
         """Run the next queued hook (or internal step) of unit ``name``; its outcome."""
@@ -1301,6 +1321,7 @@ class Model:
             NotSettledError: still changing after ``timeout`` seconds; names the units.
         """
         deadline = time.monotonic() + timeout
+        self._since = time.monotonic()
         quiet_since: float | None = None  # since when nothing changed and nothing is busy
         while True:
             self.changing = set()

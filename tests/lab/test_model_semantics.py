@@ -15,6 +15,7 @@ model's state, the steps below prove that
 * an application databag and an application-owned secret granted over ``feed`` reach the
   other side; a new secret revision reaches its observers as secret-changed, and an
   application databag change arrives as relation-changed without a remote unit;
+* ``lab deploy`` prints a progress line per unit status change, the last one active;
 * the model is idle as soon as no hook is queued (no update-status round to find out);
   ``update-status`` follows the model's ``update-status-hook-interval`` (``lab
   model-config``, checked as Juju checks it), and ``lab wait --idle-period`` runs the timers
@@ -69,6 +70,8 @@ relations:
   - [probe:host, probe-sub:host]
   - [probe:feed, probe-sub:feed]
 """
+# A progress line of a lab command that waits (on stderr)
+PROGRESS_LINE = re.compile(r"^ *[0-9.]+s +(?P<hooks>\d+) hooks  (?P<unit>\S+): (?P<status>.*)$")
 # A line of the lab's own hook record: logs/unit-<app>-<n>.log
 LAB_LOG_LINE = re.compile(r"^\S+ \S+ (?P<hook>[a-z-]+) \((?P<detail>[^)]*)\) (?P<outcome>\w+)$")
 
@@ -181,10 +184,19 @@ def teardown(root: str, unit: str) -> set[tuple[str, str]]:
 def test_deploy_settles(root: str):
     bundle = os.path.join(os.path.dirname(root), "bundle.yaml")
 
-    deployed = ok(lab(root, "deploy", bundle, "--seed", SEED, "--timeout", TIMEOUT))
+    done = lab(root, "deploy", bundle, "--seed", SEED, "--timeout", TIMEOUT)
+    deployed = ok(done)
 
     assert f"seed {SEED}" in deployed
     found = units(root)
+    # progress on stderr: a line per status change, the last of each unit active and idle
+    progress = [PROGRESS_LINE.match(line) for line in done.stderr.splitlines()]
+    assert progress and all(progress), done.stderr
+    counts = [int(m["hooks"]) for m in progress if m]
+    assert counts == sorted(counts) and 0 < counts[-1] <= status(root)["model"]["hooks-run"]
+    last = {m["unit"]: m["status"] for m in progress if m}
+    assert sorted(last) == sorted(found)
+    assert all(s.startswith("active: ") and s.endswith(" (idle)") for s in last.values()), last
     assert sorted(found) == ["probe-sub/0", "probe-sub/1", "probe/0", "probe/1"]
     assert {u["juju-status"]["current"] for u in found.values()} == {"idle"}
     assert sum(u["leader"] for n, u in found.items() if n.startswith("probe/")) == 1
