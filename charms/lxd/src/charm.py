@@ -90,6 +90,9 @@ from upgrade import (
 )
 
 logger = logging.getLogger(__name__)
+# ops sends every log record to Juju (one juju-log call each, the hook's commonest tool
+# call): urllib3's DEBUG line per LXD API request is left out, its warnings are not.
+logging.getLogger("urllib3").setLevel(logging.INFO)
 
 
 class RefusedToLeaveError(Exception):

@@ -680,6 +680,7 @@ class LXD:
         self._timeout = timeout
         self._operation_timeout = operation_timeout
         self._client: pylxd.Client | None = None
+        self._info: ServerInfo | None = None  # GET /1.0, until this client changes the server
 
     @property
     def client(self) -> pylxd.Client:
@@ -701,6 +702,8 @@ class LXD:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call; returns the response metadata, waits for async operations."""
+        if method != "get":
+            self._info = None  # what GET /1.0 said may change
         endpoint = self.client.api
         for part in filter(None, path.split("/")):
             endpoint = endpoint[part]
@@ -744,13 +747,23 @@ class LXD:
 
     def wait_ready(self, timeout: float = 60.0) -> ServerInfo:
         """Wait until the daemon answers ``GET /1.0``; return what it says."""
-        return retry_transient(self.server_info, retry_on=(LXDUnavailableError,), timeout=timeout)
+        return retry_transient(
+            lambda: self.server_info(refresh=True),
+            retry_on=(LXDUnavailableError,),
+            timeout=timeout,
+        )
 
-    def server_info(self) -> ServerInfo:
-        """``GET /1.0``: version, API extensions, clustering state, certificate."""
+    def server_info(self, refresh: bool = False) -> ServerInfo:
+        """``GET /1.0``: version, API extensions, clustering state, certificate.
+
+        Read once and kept until this client changes the server (any write through it, a
+        preseed) or ``refresh`` asks to read it again (after a restart, to see it answer).
+        """
+        if self._info is not None and not refresh:
+            return self._info
         info = self._call("get", "")
         env = info.get("environment", {})
-        return ServerInfo(
+        self._info = ServerInfo(
             version=str(env.get("server_version", "")),
             api_extensions=list(info.get("api_extensions", [])),
             clustered=bool(env.get("server_clustered")),
@@ -758,6 +771,7 @@ class LXD:
             certificate_fingerprint=str(env.get("certificate_fingerprint", "")),
             config=dict(info.get("config") or {}),
         )
+        return self._info
 
     def is_initialized(self) -> bool:
         """Whether this daemon has been bootstrapped, joined, or set up standalone."""
@@ -777,6 +791,7 @@ class LXD:
     def apply_preseed(self, preseed: Mapping[str, Any]) -> None:
         """Run ``lxd init --preseed`` (creates the cluster when the preseed has ``cluster``)."""
         env = dict(os.environ, LXD_DIR=self.paths.lxd_dir)
+        self._info = None
         try:
             result = subprocess.run(  # noqa: S603 - absolute path, list args
                 [self.paths.lxd_binary, "init", "--preseed"],

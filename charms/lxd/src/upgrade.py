@@ -337,7 +337,7 @@ class MemberUpgrade:
     def _unhealthy(self) -> list[str]:
         """Why this member cannot be restored yet ([] when it can)."""
         try:
-            self._lxd.server_info()
+            self._lxd.server_info(refresh=True)  # it answers
             if not self._clustered:
                 return []
             own = next((m for m in self._lxd.members() if m.name == self._member), None)

@@ -823,6 +823,31 @@ def test_server_info(daemon, api):
     )
 
 
+def test_server_info_is_read_once_until_this_client_changes_the_server(daemon, api):
+    before = server(config={"core.https_address": "10.0.0.1:8443"})
+    after = server(config={"core.https_address": "10.0.0.2:8443"})
+    api.on("GET", "/1.0", before, after)
+    api.on("PATCH", "/1.0", sync(None))
+
+    first = daemon.server_info()
+    assert daemon.server_info() is first
+    assert api.paths() == [("GET", "/1.0")]
+
+    assert daemon.update_server_config({"core.https_address": "10.0.0.2:8443"})
+    assert daemon.server_info().config == {"core.https_address": "10.0.0.2:8443"}
+    assert daemon.server_info(refresh=True).config == {"core.https_address": "10.0.0.2:8443"}
+    assert api.paths() == [("GET", "/1.0"), ("PATCH", "/1.0"), ("GET", "/1.0"), ("GET", "/1.0")]
+
+
+def test_a_preseed_makes_server_info_read_again(daemon, api, run):
+    api.on("GET", "/1.0", server(clustered=False), server(clustered=True))
+    assert daemon.server_info().clustered is False
+
+    daemon.apply_preseed({"cluster": {"enabled": True}})
+
+    assert daemon.server_info().clustered is True
+
+
 def test_server_info_of_a_minimal_answer(daemon, api):
     api.on("GET", "/1.0", sync({"config": None}))
 

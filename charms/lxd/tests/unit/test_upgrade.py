@@ -238,7 +238,8 @@ def test_waits_until_the_member_answers_and_the_cluster_is_healthy(workload, ste
     lxd, _ = workload
     answers = iter([LXDUnavailableError("no socket"), server_info(True), server_info(True)])
 
-    def server_info_after_restart():
+    def server_info_after_restart(refresh=False):
+        assert refresh  # read again, not what this hook read before the refresh
         value = next(answers)
         if isinstance(value, Exception):
             raise value
@@ -319,7 +320,7 @@ def test_a_standalone_server_refreshes_and_waits_only(workload, steps):
     upgrader(workload, clustered=False).run(UpgradePlan("1", "", ("lxd/0",)), "")
     assert steps == ["refresh"]
     lxd.evacuate.assert_not_called()
-    lxd.server_info.assert_called_once_with()
+    lxd.server_info.assert_called_once_with(refresh=True)
 
 
 # -- the charm: the action -------------------------------------------------------------
