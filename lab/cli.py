@@ -133,7 +133,7 @@ def _settle(model: Model, args: argparse.Namespace) -> int:
     if stuck:
         print(
             f"units in error (their hook failed; fix the cause, then 'lab resolved UNIT'; "
-            f"hook order: seed {model.seed}):",
+            f"hook order: {model.order}):",
             *stuck,
             sep="\n  ",
             file=sys.stderr,
@@ -150,7 +150,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(bundles.describe(bundle))
     with Model.locked(args.root):
         model = Model.create(args.root, seed=args.seed)
-        print(f"hook order: seed {model.seed} (lab deploy --seed {model.seed} repeats it)")
+        print(f"hook order: {model.order}")
         model.deploy(bundle)
         code = _settle(model, args)
         print(format_status(model.status()))

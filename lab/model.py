@@ -15,12 +15,15 @@ stopped. It keeps what a Juju controller keeps:
 
 The runner (:meth:`Model.settle`) keeps a queue of hooks per unit and runs them as Juju's
 agents do: one hook at a time per machine (the principal and its subordinates share the
-machine lock), the machines at the same time. It goes in rounds (:meth:`Model.round`): one
-unit per machine whose queue has a hook, in an order drawn from the model's seed
-(``lab deploy --seed``, ``LAB_SEED``), each hook through the built charm's ``dispatch``
-inside the unit's machine (:func:`lab.dispatch.run_hook`) on a thread of its own; the
-model changes only between the hooks, in that same order, so a seed repeats an
-interleaving. It derives the next hooks the way Juju does: ``install`` →
+machine lock), the machines at the same time, each hook through the built charm's
+``dispatch`` inside the unit's machine (:func:`lab.dispatch.run_hook`) on a thread of its
+own, while the model changes only on the runner's thread. By default the machines run
+freely (:meth:`Model._run_free`): a machine starts its next hook as soon as its last one
+ended, as a Juju machine agent does, so the interleaving follows the hooks' durations.
+A model deployed with a seed (``lab deploy --seed``, ``LAB_SEED``) goes in lockstep rounds
+instead (:meth:`Model.round`): one unit per machine whose queue has a hook, in an order
+drawn from the seed; the model changes only between the rounds' hooks, in that same order,
+so the seed repeats the interleaving. It derives the next hooks the way Juju does: ``install`` →
 ``relation-created`` → ``leader-elected`` →
 ``config-changed`` → ``start`` → ``relation-joined``/``-changed`` with every unit in scope;
 a changed unit or application databag → ``relation-changed`` at the units that see it; a new
@@ -77,6 +80,8 @@ TRANSIENT = ("maintenance", "waiting")
 ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
 
 HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
+# Hooks running in the free-running runner: their future -> (unit, event, request, undo).
+Running = dict["concurrent.futures.Future[Any]", tuple[str, Any, Any, Any]]
 
 
 class ModelError(Exception):
@@ -127,6 +132,16 @@ class Model:
         return int(self.s.get("seed", 0))
 
     @property
+    def order(self) -> str:
+        """How the runner orders hooks, for messages (see :meth:`create`)."""
+        if self.s.get("lockstep", True):
+            return f"seed {self.seed} (lab deploy --seed {self.seed} repeats it)"
+        return (
+            f"machines run freely, seed {self.seed} (lab deploy --seed {self.seed} "
+            "runs them in lockstep rounds that repeat an order)"
+        )
+
+    @property
     def update_status_interval(self) -> float:
         """Seconds between a unit's ``update-status`` hooks (the model's config)."""
         return parse_duration(self.model_config()[UPDATE_STATUS_INTERVAL])
@@ -166,11 +181,15 @@ class Model:
     ) -> Model:
         """A new, empty model (and lab) under ``root``.
 
-        ``seed`` (else ``LAB_SEED``, else a random one) orders the hooks that start together
-        (:meth:`_pick`): the same seed gives the same interleaving.
+        ``seed`` (else ``LAB_SEED``) makes the runner go in lockstep rounds that it orders
+        (:meth:`_pick`): the same seed gives the same interleaving. Without one the machines
+        run freely, and a random seed only picks which unit of a machine goes next.
         """
+        if seed is None and os.environ.get("LAB_SEED"):
+            seed = int(os.environ["LAB_SEED"])
+        lockstep = seed is not None
         if seed is None:
-            seed = int(os.environ.get("LAB_SEED") or random.randrange(1 << 16))  # noqa: S311
+            seed = random.randrange(1 << 16)  # noqa: S311
         if cls.exists(root):
             raise ModelError(f"a model already exists under {root}: 'lab destroy' it first")
         os.makedirs(root, exist_ok=True)
@@ -187,6 +206,7 @@ class Model:
             "next_relation_id": 0,
             "hooks_run": 0,
             "seed": seed,
+            "lockstep": lockstep,  # rounds that a seed repeats (else: free-running)
             "rounds": 0,
             "config": dict(MODEL_CONFIG),
         }
@@ -1047,13 +1067,15 @@ class Model:
         self.units[name]["agent"] = "executing"
         return request, undo
 
-    def _run(self, name: str, request: Mapping[str, Any]) -> tuple[dict[str, Any], float, float]:
-        """Run the hook of ``request`` on unit ``name``'s machine: (result, start, end).
+    def _run(
+        self, machine: Machine, request: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], float, float]:
+        """Run the hook of ``request`` on ``machine``: (result, start, end).
 
-        Runs on a worker thread: it reads the model and changes nothing in it.
+        Runs on a worker thread: it neither reads nor changes the model.
         """
         started = time.time()
-        result = self.run_hook(self.lab.machine(self.units[name]["machine"]), request)
+        result = self.run_hook(machine, request)
         return result, started, time.time()
 
     def _finish(
@@ -1157,20 +1179,31 @@ class Model:
         if not ready:
             return outcomes
         with concurrent.futures.ThreadPoolExecutor(len(ready)) as pool:
-            runs = [pool.submit(self._run, name, request) for name, _, request, _ in ready]
+            runs = [pool.submit(self._run, self.machine_of(n), r) for n, _, r, _ in ready]
             done = [future.result() for future in runs]
         for (name, event, request, undo), run in zip(ready, done, strict=True):
-            outcome, _ = self._finish(name, event, request, undo, run)
-            if event["name"] == "update_status":
-                self.units[name]["timer"] = time.time()
-                if outcome == "failed":  # not retried: Juju's timer comes back
-                    self.units[name]["queue"].pop(0)
-            outcomes[name] = outcome
-            if outcome != "unchanged":
-                self.changing.add(name)
+            outcomes[name] = self._end(name, event, request, undo, run)
         self.save()
         self._report()
         return outcomes
+
+    def _end(
+        self,
+        name: str,
+        event: Mapping[str, Any],
+        request: Mapping[str, Any],
+        undo: Mapping[str, Any],
+        run: tuple[dict[str, Any], float, float],
+    ) -> str:
+        """Keep what a queued hook did (:meth:`_finish`); its outcome."""
+        outcome, _ = self._finish(name, event, request, undo, run)
+        if event["name"] == "update_status":
+            self.units[name]["timer"] = time.time()
+            if outcome == "failed":  # not retried: Juju's timer comes back
+                self.units[name]["queue"].pop(0)
+        if outcome != "unchanged":
+            self.changing.add(name)
+        return outcome
 
     def _report(self) -> None:
         """Tell :attr:`progress` of every unit whose agent or workload status changed."""
@@ -1252,7 +1285,94 @@ class Model:
         return min(upcoming, default=None)
 
     def _run_queued(self, deadline: float) -> bool:
-        """Run queued hooks, machines at once, until none can run; whether any changed."""
+        """Run queued hooks until none can run; whether any changed.
+
+        Free-running (:meth:`_run_free`) unless the model was deployed with a seed to
+        repeat (:meth:`_run_rounds`).
+        """
+        if self.s.get("lockstep", True):
+            return self._run_rounds(deadline)
+        return self._run_free(deadline)
+
+    def _run_free(self, deadline: float) -> bool:
+        """Run queued hooks as Juju's agents do, until none can run; whether any changed.
+
+        Each machine starts its next hook as soon as its last one ended, whatever the other
+        machines are doing. Only the hooks run at the same time (on worker threads); the
+        model changes on this thread, as each hook starts and ends. Which unit of a machine
+        goes next is drawn from the seed, but the interleaving follows the hooks' durations.
+        """
+        changed = False
+        waiting: set[str] = set()  # they wait for another unit: let their machine run it
+        running: Running = {}
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(self.lab.machines()))) as pool:
+            while True:
+                progressed = time.monotonic() < deadline and self._start_free(
+                    pool, running, waiting
+                )
+                if running:
+                    changed |= self._end_first(running)
+                    waiting.clear()
+                    continue
+                if progressed:
+                    waiting.clear()
+                    continue
+                retry = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
+                if not retry or time.monotonic() >= deadline:
+                    return changed
+                time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
+
+    def _start_free(
+        self, pool: concurrent.futures.Executor, running: Running, waiting: set[str]
+    ) -> bool:
+        """Start the next hook on every machine that runs none; whether internal steps ran."""
+        self._fire_timers()
+        busy = {self.units[name]["machine"] for name, *_ in running.values()}
+        free = [n for n in self._runnable() if n not in waiting]
+        free = [n for n in free if self.units[n]["machine"] not in busy]
+        if not free:
+            return False
+        self.s["rounds"] = self.s.get("rounds", 0) + 1
+        progressed = False
+        for name in self._pick(free):
+            prepared = self._prepare(name)
+            if prepared == "waiting":
+                waiting.add(name)
+            elif isinstance(prepared, str):
+                progressed = True  # internal steps were carried out, or dropped hooks
+            else:
+                event, request, undo = prepared
+                future = pool.submit(self._run, self.machine_of(name), request)
+                running[future] = (name, event, request, undo)
+        self.save()
+        return progressed
+
+    def _end_first(self, running: Running) -> bool:
+        """Keep what the first hooks to end did; whether any changed something.
+
+        Returns early (nothing ended) when a retry or an update-status timer falls due.
+        """
+        due = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
+        due.append(self._fire_timers() or time.time() + 60.0)
+        done, _ = concurrent.futures.wait(
+            running,
+            timeout=max(0.0, min(due) - time.time()) + 0.01,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+        changed = False
+        for future in done:
+            name, event, request, undo = running.pop(future)
+            outcome = self._end(name, event, request, undo, future.result())
+            changed |= outcome in ("changed", "failed")
+        self.save()
+        self._report()
+        return changed
+
+    def _run_rounds(self, deadline: float) -> bool:
+        """Run queued hooks in rounds (:meth:`round`) until none can run; whether any changed.
+
+        The model's seed repeats the interleaving.
+        """
         changed = False
         waiting: set[str] = set()  # they wait for another unit: let their machine run it
         while time.monotonic() < deadline:
@@ -1341,8 +1461,8 @@ class Model:
                     return self.stuck()
                 raise NotSettledError(
                     f"the model did not settle within {timeout:.0f} s "
-                    f"({self.s['hooks_run']} hooks run, seed {self.seed}); still changing: "
-                    + (", ".join(self.unsettled()) or "?")
+                    f"({self.s['hooks_run']} hooks run; hook order: {self.order}); "
+                    "still changing: " + (", ".join(self.unsettled()) or "?")
                 )
             wake = [deadline]
             timer = self._fire_timers()
@@ -1367,7 +1487,8 @@ class Model:
         event = _event("action", action=action, params=dict(params))
         request, undo = self._start_hook(name, event)
         self.save()
-        _, result = self._finish(name, event, request, undo, self._run(name, request))
+        run = self._run(self.machine_of(name), request)
+        _, result = self._finish(name, event, request, undo, run)
         self.units[name]["agent"] = agent
         self.save()
         if "action_failed" in result:

@@ -1,7 +1,8 @@
 """The product's bundle deployed by the ``lab`` command, with the real lxd charm and real LXD.
 
 One deployment for the module, driven only through the ``lab`` command as an operator would:
-``bundles/lxd-cluster.yaml`` (with the lab overlay) → 3 active units and 3 ONLINE members;
+``bundles/lxd-cluster.yaml`` (with the lab overlay) → 3 active units and 3 ONLINE members,
+the machines running their hooks freely (one at a time each);
 ``add-unit`` → 4; ``remove-unit`` of a non-leader whose member runs a container → 3 members,
 the container running on another member, the removed member's certificate refused (403);
 ``remove-unit`` of the Juju leader → another leader, the cluster still serving;
@@ -120,6 +121,16 @@ def test_deploy_forms_a_three_member_cluster(root: str):
     assert len(hooks) == model["hooks_run"]
     assert {h["unit"] for h in hooks} == set(model["units"])
     assert all(0 < h["ended"] - h["started"] < 600 for h in hooks)
+    # deployed without a seed, the machines run freely: one starts a hook while another's
+    # earlier hook still runs (no lockstep rounds), and no machine runs two hooks at once
+    assert any(
+        a["machine"] != b["machine"] and a["started"] + 0.2 < b["started"] < a["ended"]
+        for a in hooks
+        for b in hooks
+    )
+    for machine in {h["machine"] for h in hooks}:
+        mine = sorted((h for h in hooks if h["machine"] == machine), key=lambda h: h["started"])
+        assert all(a["ended"] <= b["started"] for a, b in zip(mine, mine[1:], strict=False))
     joined = [h for h in hooks if h["hook"] == "relation-joined" and h["unit"] == "lxd/0"]
     assert {h["endpoint"] for h in joined} == {"cluster", "lxd-member"}
     databags = json.dumps([r["app_data"] for r in model["relations"].values()])

@@ -74,6 +74,7 @@ NETWORK_TYPES_WITHOUT_MEMBER_STAGE = frozenset({"ovn"})
 CREATED, PENDING, ERRORED = "Created", "Pending", "Errored"
 # How an evacuation treats each instance (the values of LXD's ``cluster.evacuate``).
 EVACUATION_MODES = ("auto", "migrate", "stop")
+EVACUATING = "Evacuating cluster member"  # LXD's description of an evacuation operation
 EVACUATE_KEY = "cluster.evacuate"
 # A fingerprint prefix this long is what ``lxc config trust list`` shows.
 MIN_FINGERPRINT_PREFIX = 12
@@ -1130,8 +1131,16 @@ class LXD:
         )
 
     def evacuate_member(self, member_name: str) -> bool:
-        """Evacuate ``member_name`` (mode ``auto``); False when it was already evacuated."""
-        return not self.evacuate(member_name).already
+        """Evacuate ``member_name`` (mode ``auto``); False when it was already evacuated.
+
+        LXD calls a member evacuated from the start of its evacuation: one that another
+        request runs (Juju runs a departing unit's hooks and the leader's at once, both
+        evacuate) is waited for, so the member is empty when this returns.
+        """
+        if self.evacuate(member_name).already:
+            self.wait_for_evacuations()
+            return False
+        return True
 
     def restore_member(self, member_name: str) -> bool:
         """Bring an evacuated member back; False when it was not evacuated."""
@@ -1181,6 +1190,20 @@ class LXD:
         params = {"force": "1"} if force else {}
         self._call("delete", f"cluster/members/{member_name}", params=params)
         self.forget_server_certificate(member_name)
+
+    def wait_for_evacuations(self) -> bool:
+        """Wait for the evacuations running anywhere in the cluster; whether there were any.
+
+        LXD lists every member's operations; an evacuation's names no member, so all are
+        waited for (each within the operation bound).
+        """
+        listing = self._call("get", "operations", params={"recursion": "1"}) or {}
+        running = [
+            op["id"] for op in listing.get("running") or [] if op.get("description") == EVACUATING
+        ]
+        for op_id in running:
+            self._wait_operation(op_id, "an evacuation another request started")
+        return bool(running)
 
     def check_database_survives(self, member_name: str) -> None:
         """Raise :class:`SoleDatabaseMemberError` if the cluster would lose its database.

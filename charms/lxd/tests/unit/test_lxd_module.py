@@ -1342,8 +1342,11 @@ def test_evacuate_member(daemon, cluster):
 
 
 def test_evacuate_member_already_evacuated(daemon, cluster):
+    cluster.on("GET", "/1.0/operations", sync({"success": [{"id": "old"}]}))
+
     assert daemon.evacuate_member("lxd-1") is False
     assert cluster.writes() == []
+    assert ("GET", "/1.0/operations") in cluster.paths()  # none running: no wait
 
 
 def test_evacuate_unknown_member(daemon, cluster):
@@ -2219,6 +2222,33 @@ def test_remove_member_evacuates_first_when_asked(daemon, api):
         ("POST", "/1.0/cluster/members/lxd-2/state", {"json": {"action": "evacuate"}}),
         ("DELETE", "/1.0/cluster/members/lxd-2", {"params": {}}),
     ]
+
+
+def test_remove_member_waits_for_the_evacuation_its_own_unit_runs(daemon, api):
+    # GIVEN a member its own unit is evacuating (LXD already lists it evacuated)
+    api.on("GET", "/1.0", server(clustered=True))
+    members = [
+        {"server_name": "lxd-0", "status": "Online", "roles": ["database-leader"]},
+        {"server_name": "lxd-2", "status": "Evacuated", "roles": []},
+    ]
+    api.on("GET", "/1.0/cluster/members", sync(members))
+    on_lxd2 = [{"name": "c1", "project": "default", "location": "lxd-2"}]
+    moved = [{"name": "c1", "project": "default", "location": "lxd-0"}]
+    api.on("GET", "/1.0/instances", sync(on_lxd2), sync(moved))
+    evacuation = {"id": "ev", "description": "Evacuating cluster member"}
+    other = {"id": "img", "description": "Downloading image"}
+    api.on("GET", "/1.0/operations", sync({"running": [other, evacuation]}))
+    api.on("GET", "/1.0/operations/ev/wait", op_done())
+    api.on("DELETE", "/1.0/cluster/members/lxd-2", sync({}))
+    api.on("GET", "/1.0/certificates", sync([]))
+
+    # WHEN the leader removes it
+    daemon.remove_member("lxd-2", evacuate=True)
+
+    # THEN it waited for that evacuation (not the other operation), then removed the member
+    assert ("GET", "/1.0/operations/ev/wait") in api.paths()
+    assert ("GET", "/1.0/operations/img/wait") not in api.paths()
+    assert api.writes() == [("DELETE", "/1.0/cluster/members/lxd-2", {"params": {}})]
 
 
 def test_forget_server_certificate_without_one(daemon, api):
