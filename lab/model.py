@@ -59,7 +59,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lab import build, dispatch
 from lab import bundle as bundles
@@ -80,8 +80,19 @@ TRANSIENT = ("maintenance", "waiting")
 ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
 
 HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
-# Hooks running in the free-running runner: their future -> (unit, event, request, undo).
-Running = dict["concurrent.futures.Future[Any]", tuple[str, Any, Any, Any]]
+
+
+class Hook(NamedTuple):
+    """A hook as it starts on unit ``name``: its event, request and what undoes the start."""
+
+    name: str
+    event: Mapping[str, Any]
+    request: Mapping[str, Any]
+    undo: Mapping[str, Any]
+
+
+# Hooks running in the free-running runner, by their future.
+Running = dict["concurrent.futures.Future[Any]", Hook]
 
 
 class ModelError(Exception):
@@ -1034,8 +1045,8 @@ class Model:
 
     # -- running -------------------------------------------------------------------------
 
-    def _prepare(self, name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | str:
-        """Get unit ``name``'s next hook ready to run: (event, request, undo).
+    def _prepare(self, name: str) -> Hook | str:
+        """Get unit ``name``'s next hook ready to run.
 
         Internal steps and hooks that no longer apply at the head of its queue are carried
         out or dropped first. Returns ``waiting`` (the unit waits for its subordinates to
@@ -1055,17 +1066,15 @@ class Model:
             if self._skip(name, event):
                 unit["queue"].pop(0)
                 continue
-            return (event, *self._start_hook(name, event))
+            return self._start_hook(name, event)
         return "skipped"
 
-    def _start_hook(
-        self, name: str, event: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Unit ``name`` starts ``event``'s hook: (its request, what undoes the start)."""
+    def _start_hook(self, name: str, event: Mapping[str, Any]) -> Hook:
+        """Unit ``name`` starts ``event``'s hook."""
         undo = self._before_hook(name, event)
         request = self.request(name, event)
         self.units[name]["agent"] = "executing"
-        return request, undo
+        return Hook(name, event, request, undo)
 
     def _run(
         self, machine: Machine, request: Mapping[str, Any]
@@ -1079,18 +1088,14 @@ class Model:
         return result, started, time.time()
 
     def _finish(
-        self,
-        name: str,
-        event: Mapping[str, Any],
-        request: Mapping[str, Any],
-        undo: Mapping[str, Any],
-        run: tuple[dict[str, Any], float, float],
+        self, hook: Hook, run: tuple[dict[str, Any], float, float]
     ) -> tuple[str, dict[str, Any]]:
         """Keep what the hook did (nothing when it failed): (outcome, result).
 
         The outcome is ``changed`` or ``unchanged`` (the hook ran and changed something in
         the model or not) or ``failed``.
         """
+        name, event, request, undo = hook
         result, started, ended = run
         self.s["hooks_run"] += 1
         self._log(name, event, result, started, ended)
@@ -1174,29 +1179,23 @@ class Model:
             if isinstance(prepared, str):
                 outcomes[name] = prepared
             else:
-                ready.append((name, *prepared))
+                ready.append(prepared)
         self.save()
         if not ready:
             return outcomes
         with concurrent.futures.ThreadPoolExecutor(len(ready)) as pool:
-            runs = [pool.submit(self._run, self.machine_of(n), r) for n, _, r, _ in ready]
+            runs = [pool.submit(self._run, self.machine_of(h.name), h.request) for h in ready]
             done = [future.result() for future in runs]
-        for (name, event, request, undo), run in zip(ready, done, strict=True):
-            outcomes[name] = self._end(name, event, request, undo, run)
+        for hook, run in zip(ready, done, strict=True):
+            outcomes[hook.name] = self._end(hook, run)
         self.save()
         self._report()
         return outcomes
 
-    def _end(
-        self,
-        name: str,
-        event: Mapping[str, Any],
-        request: Mapping[str, Any],
-        undo: Mapping[str, Any],
-        run: tuple[dict[str, Any], float, float],
-    ) -> str:
+    def _end(self, hook: Hook, run: tuple[dict[str, Any], float, float]) -> str:
         """Keep what a queued hook did (:meth:`_finish`); its outcome."""
-        outcome, _ = self._finish(name, event, request, undo, run)
+        name, event = hook.name, hook.event
+        outcome, _ = self._finish(hook, run)
         if event["name"] == "update_status":
             self.units[name]["timer"] = time.time()
             if outcome == "failed":  # not retried: Juju's timer comes back
@@ -1327,7 +1326,7 @@ class Model:
     ) -> bool:
         """Start the next hook on every machine that runs none; whether internal steps ran."""
         self._fire_timers()
-        busy = {self.units[name]["machine"] for name, *_ in running.values()}
+        busy = {self.units[hook.name]["machine"] for hook in running.values()}
         free = [n for n in self._runnable() if n not in waiting]
         free = [n for n in free if self.units[n]["machine"] not in busy]
         if not free:
@@ -1341,9 +1340,7 @@ class Model:
             elif isinstance(prepared, str):
                 progressed = True  # internal steps were carried out, or dropped hooks
             else:
-                event, request, undo = prepared
-                future = pool.submit(self._run, self.machine_of(name), request)
-                running[future] = (name, event, request, undo)
+                running[pool.submit(self._run, self.machine_of(name), prepared.request)] = prepared
         self.save()
         return progressed
 
@@ -1361,8 +1358,7 @@ class Model:
         )
         changed = False
         for future in done:
-            name, event, request, undo = running.pop(future)
-            outcome = self._end(name, event, request, undo, future.result())
+            outcome = self._end(running.pop(future), future.result())
             changed |= outcome in ("changed", "failed")
         self.save()
         self._report()
@@ -1485,10 +1481,9 @@ class Model:
             raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
         agent = unit["agent"]  # an action leaves the unit's hook state as it was
         event = _event("action", action=action, params=dict(params))
-        request, undo = self._start_hook(name, event)
+        hook = self._start_hook(name, event)
         self.save()
-        run = self._run(self.machine_of(name), request)
-        _, result = self._finish(name, event, request, undo, run)
+        _, result = self._finish(hook, self._run(self.machine_of(name), hook.request))
         self.units[name]["agent"] = agent
         self.save()
         if "action_failed" in result:
