@@ -649,12 +649,17 @@ def idle_update_status(root: str, runners: Sequence[Runner]) -> list[list[str]]:
 
 
 def _unordered(value: Any) -> Any:
-    """``value`` with its lists of names sorted: LXD lists ``locations`` in any order."""
+    """``value`` with its lists of names sorted, as LXD orders them at random.
+
+    That is ``locations``, and the names ``environment.storage`` joins (``dir | ceph``).
+    """
     if isinstance(value, dict):
         return {k: _unordered(v) for k, v in value.items()}
     if isinstance(value, list):
         items = [_unordered(v) for v in value]
         return sorted(items) if all(isinstance(v, str) for v in items) else items
+    if isinstance(value, str) and " | " in value:
+        return " | ".join(sorted(value.split(" | ")))
     return value
 
 
