@@ -109,7 +109,7 @@ class LXDCharm(ops.CharmBase):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.installer = detect_installer()
-        self.lxd = LXD(self.installer.paths)
+        self.lxd = LXD(self.installer.paths, keep_server_info=True)  # one per hook
         self.peers = ClusterPeers(self)
         self.subordinates = LXDMemberProvider(self)
         self.https = HTTPSProvider(self, self.lxd, mode=lambda: self.peers.mode)

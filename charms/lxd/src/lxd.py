@@ -674,13 +674,25 @@ def _api_failure(what: str, exc: pylxd.exceptions.LXDAPIException) -> LXDError:
 
 
 class LXD:
-    """A client of one local LXD daemon (over its unix socket)."""
+    """A client of one local LXD daemon (over its unix socket).
 
-    def __init__(self, paths: LXDPaths, timeout: float = 60.0, operation_timeout: float = 900.0):
+    ``keep_server_info``: a client that lives for one hook (the charm's) reads ``GET /1.0``
+    once and keeps it until it changes the server itself (see :meth:`server_info`); a
+    long-lived one (a test's, a script's) reads it at every call.
+    """
+
+    def __init__(
+        self,
+        paths: LXDPaths,
+        timeout: float = 60.0,
+        operation_timeout: float = 900.0,
+        keep_server_info: bool = False,
+    ):
         self.paths = paths
         self._timeout = timeout
         self._operation_timeout = operation_timeout
         self._client: pylxd.Client | None = None
+        self._keep_info = keep_server_info
         self._info: ServerInfo | None = None  # GET /1.0, until this client changes the server
 
     @property
@@ -757,10 +769,11 @@ class LXD:
     def server_info(self, refresh: bool = False) -> ServerInfo:
         """``GET /1.0``: version, API extensions, clustering state, certificate.
 
-        Read once and kept until this client changes the server (any write through it, a
-        preseed) or ``refresh`` asks to read it again (after a restart, to see it answer).
+        With ``keep_server_info``, read once and kept until this client changes the server
+        (any write through it, a preseed) or ``refresh`` asks to read it again (after a
+        restart, to see it answer).
         """
-        if self._info is not None and not refresh:
+        if self._keep_info and self._info is not None and not refresh:
             return self._info
         info = self._call("get", "")
         env = info.get("environment", {})

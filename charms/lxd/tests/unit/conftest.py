@@ -76,7 +76,7 @@ def lxd(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     client.ensure_profile.return_value = False
     # Live members answer; only an offline one does not (tests override for dead members).
     client.member_answers.side_effect = lambda m: m.status != "Offline"
-    monkeypatch.setattr("charm.LXD", lambda paths: client)
+    monkeypatch.setattr("charm.LXD", lambda paths, **_: client)
     return client
 
 

@@ -824,6 +824,7 @@ def test_server_info(daemon, api):
 
 
 def test_server_info_is_read_once_until_this_client_changes_the_server(daemon, api):
+    daemon._keep_info = True  # as the charm's client of one hook
     before = server(config={"core.https_address": "10.0.0.1:8443"})
     after = server(config={"core.https_address": "10.0.0.2:8443"})
     api.on("GET", "/1.0", before, after)
@@ -839,7 +840,15 @@ def test_server_info_is_read_once_until_this_client_changes_the_server(daemon, a
     assert api.paths() == [("GET", "/1.0"), ("PATCH", "/1.0"), ("GET", "/1.0"), ("GET", "/1.0")]
 
 
+def test_a_long_lived_client_reads_server_info_at_every_call(daemon, api):
+    api.on("GET", "/1.0", server(clustered=True), server(clustered=False))
+
+    assert daemon.server_info().clustered is True
+    assert daemon.server_info().clustered is False  # changed by another client meanwhile
+
+
 def test_a_preseed_makes_server_info_read_again(daemon, api, run):
+    daemon._keep_info = True
     api.on("GET", "/1.0", server(clustered=False), server(clustered=True))
     assert daemon.server_info().clustered is False
 
