@@ -693,7 +693,10 @@ class Model:
         }
 
     def _secret_request(self, name: str, sid: str) -> dict[str, Any] | None:
-        secret = self.secrets[sid]
+        """Secret ``sid`` as unit ``name`` sees it (``None``: it does not, or it is gone)."""
+        secret = self.secrets.get(sid)
+        if secret is None:
+            return None
         unit = self.units[name]
         latest = secret["revision"]
         base = {"id": sid, "latest": secret["contents"][str(latest)], "latest_revision": latest}
@@ -975,7 +978,13 @@ class Model:
         return True
 
     def _skip(self, name: str, event: Mapping[str, Any]) -> bool:
-        """Whether ``event`` no longer applies (a remote unit left before it could run)."""
+        """Whether ``event`` no longer applies (a remote unit left before it could run).
+
+        A secret event whose secret was removed (or is no longer granted) since it was
+        queued is dropped too: Juju has nothing to tell the unit about it.
+        """
+        if "secret_id" in event:
+            return self._secret_request(name, event["secret_id"]) is None
         rid = event.get("relation")
         if rid is None:
             return False
@@ -1269,19 +1278,42 @@ class Model:
             and not self._down(name)
         )
 
-    def _fire_timers(self) -> float | None:
-        """Queue ``update-status`` where its timer is due; when the next one falls due."""
-        interval, now = self.update_status_interval, time.time()
-        upcoming = []
-        for name, unit in self.units.items():
-            if not self._timed(name):
-                continue
-            due = unit.get("timer", 0.0) + interval
+    def _timer_dues(self) -> dict[str, float]:
+        """When each timed unit's ``update-status`` timer falls due (epoch seconds)."""
+        interval = self.update_status_interval
+        return {
+            name: unit.get("timer", 0.0) + interval
+            for name, unit in self.units.items()
+            if self._timed(name)
+        }
+
+    def _next_timer(self) -> float | None:
+        """When the next ``update-status`` timer falls due (epoch seconds).
+
+        A timer already due counts a full interval from now: :meth:`_fire_timers` queued it.
+        """
+        now, interval = time.time(), self.update_status_interval
+        dues = [due if due > now else now + interval for due in self._timer_dues().values()]
+        return min(dues, default=None)
+
+    def _fire_timers(self) -> None:
+        """Queue ``update-status`` on every unit whose timer is due."""
+        now = time.time()
+        for name, due in self._timer_dues().items():
             if due <= now:
                 self._queue(name, _event("update_status"))
-                due = now + interval
-            upcoming.append(due)
-        return min(upcoming, default=None)
+
+    def _next_retry(self) -> float | None:
+        """When the first failed hook that will be retried falls due (epoch seconds)."""
+        return min((u["retry_at"] for u in self.units.values() if self._retrying(u)), default=None)
+
+    def _await_retry(self, deadline: float) -> bool:
+        """Sleep until the next retry falls due (not past ``deadline``); False: none to come."""
+        retry = self._next_retry()
+        if retry is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(max(0.0, min(retry - time.time(), deadline - time.monotonic())))
+        return True
 
     def _run_queued(self, deadline: float) -> bool:
         """Run queued hooks until none can run; whether any changed.
@@ -1316,10 +1348,8 @@ class Model:
                 if progressed:
                     waiting.clear()
                     continue
-                retry = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
-                if not retry or time.monotonic() >= deadline:
+                if not self._await_retry(deadline):
                     return changed
-                time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
 
     def _start_free(
         self, pool: concurrent.futures.Executor, running: Running, waiting: set[str]
@@ -1349,11 +1379,10 @@ class Model:
 
         Returns early (nothing ended) when a retry or an update-status timer falls due.
         """
-        due = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
-        due.append(self._fire_timers() or time.time() + 60.0)
+        due = [d for d in (self._next_retry(), self._next_timer()) if d is not None]
         done, _ = concurrent.futures.wait(
             running,
-            timeout=max(0.0, min(due) - time.time()) + 0.01,
+            timeout=max(0.0, min(due, default=time.time() + 60.0) - time.time()) + 0.01,
             return_when=concurrent.futures.FIRST_COMPLETED,
         )
         changed = False
@@ -1381,10 +1410,8 @@ class Model:
                 if any(o != "waiting" for o in outcomes.values()):
                     waiting.clear()
                 continue
-            retry = [u["retry_at"] for u in self.units.values() if self._retrying(u)]
-            if not retry:
+            if not self._await_retry(deadline):
                 return changed
-            time.sleep(max(0.0, min(min(retry) - time.time(), deadline - time.monotonic())))
         return changed
 
     def _busy(self) -> list[str]:
@@ -1461,7 +1488,7 @@ class Model:
                     "still changing: " + (", ".join(self.unsettled()) or "?")
                 )
             wake = [deadline]
-            timer = self._fire_timers()
+            timer = self._next_timer()
             if timer is not None:
                 wake.append(now + timer - time.time())
             if quiet_since is not None:

@@ -299,13 +299,14 @@ def test_failed_creation_names_the_object_and_recovers(lab: Lab):
     for name in CLUSTER:
         parent = "lxt-missing" if name == "lxd-1" else ""
         assert lab[name].lxd.ensure_member_object("network", bad(name, parent), name)
+    assert lxd0.unfinished_objects() == {"network BAD": PENDING}  # no join token either
     # ...and refuses the creation, which leaves the network Errored.
     with pytest.raises(ObjectRefusedError) as refused:
         lxd0.ensure_cluster_object("network", bad("lxd-0"))
     assert str(refused.value).startswith("network BAD: failed to notify peer 127.0.0.3:8443")
     assert 'Parent interface "lxt-missing" not found' in str(refused.value)
     assert lxd0.object_state("network", "BAD").status == ERRORED
-    assert lxd0.errored_networks() == ["BAD"]  # the charm issues no join token now
+    assert lxd0.unfinished_objects() == {"network BAD": ERRORED}  # so no join token now
     assert lxd0.object_state("network", "BAD", "lxd-0").status == CREATED
     assert lxd0.object_state("network", "BAD", "lxd-1").status == PENDING
     # Retrying as it is fails the same way, with LXD's message.
@@ -320,7 +321,7 @@ def test_failed_creation_names_the_object_and_recovers(lab: Lab):
     assert lxd0.ensure_cluster_object("network", bad("lxd-0")) is True
 
     assert lxd0.object_state("network", "BAD").status == CREATED
-    assert lxd0.errored_networks() == []
+    assert lxd0.unfinished_objects() == {}
     assert lxd0.object_state("network", "BAD", "lxd-1").config["parent"] == "lxt-bad-1"
     lab["lxd-0"].lxc("network", "delete", "BAD")
 

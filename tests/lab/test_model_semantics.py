@@ -358,6 +358,21 @@ def test_new_secret_revision_reaches_observers(root: str):
         assert unit["workload-status"]["message"] == "greeting bonjour", name
 
 
+def test_a_secret_event_whose_secret_is_gone_is_dropped(root: str):
+    # GIVEN a secret-changed queued for a secret removed before it could run
+    model = Model(root)
+    model.units["probe-sub/0"]["queue"].append({"name": "secret_changed", "secret_id": "gone"})
+    model.save()
+    before = len(probe_log(root, "probe-sub/0"))
+
+    ok(lab(root, "wait", "--timeout", TIMEOUT))
+
+    # THEN it is dropped, as Juju has nothing to tell: no hook ran, nothing failed
+    assert "secret-changed" not in hooks(probe_log(root, "probe-sub/0")[before:])
+    assert Model(root).units["probe-sub/0"]["queue"] == []
+    assert units(root)["probe-sub/0"]["juju-status"]["current"] == "idle"
+
+
 def test_a_flapping_unit_keeps_the_model_from_settling(root: str):
     ok(lab(root, "config", "probe", "flap=true", "--no-wait"))
 

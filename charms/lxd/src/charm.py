@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,9 @@ from upgrade import (
 )
 
 logger = logging.getLogger(__name__)
+# A unit whose joins failed this many times in a row tries again only after JOIN_PAUSE
+# seconds (Juju's default update-status interval): a cause that lasts needs an operator.
+JOIN_ATTEMPTS, JOIN_PAUSE = 3, 300.0
 # ops sends every log record to Juju (one juju-log call each, the hook's commonest tool
 # call): urllib3's DEBUG line per LXD API request is left out, its warnings are not.
 logging.getLogger("urllib3").setLevel(logging.INFO)
@@ -161,7 +165,6 @@ class LXDCharm(ops.CharmBase):
                 self._bootstrap(config)
                 self._record_members()
                 self._choose_issuer()
-                self._issue_join_tokens()
                 self._join(config)
                 self._remove_departed_members()
             self._upgrade(config)
@@ -170,12 +173,7 @@ class LXDCharm(ops.CharmBase):
             self.https.reconcile()
             self.observability.reconcile()
             requests = self._member_requests()
-            wanted = [self._preseed_request(config, requests), *ready_requests(requests)]
-            self._check_objects_changeable(config, wanted)
-            self._apply_requested_server_config(config, wanted)
-            self._define_objects_on_this_member(config, wanted)
-            self._create_objects(config, wanted)
-            self._apply_preseed_profiles(config)
+            self._objects_then_tokens(config, requests)
             self._wait_for_subordinates(requests)
         except InvalidInputError as exc:
             self._statuses.append(ops.BlockedStatus(f"config: {exc}"))
@@ -187,6 +185,24 @@ class LXDCharm(ops.CharmBase):
             self._statuses.append(ops.BlockedStatus(f"installing LXD failed: {exc}"))
 
     # -- steps -------------------------------------------------------------------------
+
+    def _objects_then_tokens(self, config: CharmConfig, requests: list[MemberRequest]) -> None:
+        """The objects the preseed and subordinates ask for, then the join tokens.
+
+        Tokens come after the objects in every hook, whatever became of them: a token
+        carries the member-specific keys of every object that exists, and none stays out
+        while an object is pending or errored (a join then fails, see :meth:`_joins_possible`).
+        """
+        wanted = [self._preseed_request(config, requests), *ready_requests(requests)]
+        try:
+            self._check_objects_changeable(config, wanted)
+            self._apply_requested_server_config(config, wanted)
+            self._define_objects_on_this_member(config, wanted)
+            self._create_objects(config, wanted)
+            self._apply_preseed_profiles(config)
+        finally:
+            if config.mode == "cluster":
+                self._issue_join_tokens()
 
     def _install(self, config: CharmConfig) -> None:
         fresh = self.installer.installed_version() is None
@@ -304,40 +320,83 @@ class LXDCharm(ops.CharmBase):
             self.peers.set_app(issuer=issuer)
 
     def _issue_join_tokens(self) -> None:
-        """One outstanding token at a time, so joins are serialized."""
+        """One outstanding token at a time, so joins are serialized.
+
+        A token whose join failed (LXD used it up), or that lacks the keys of an object
+        created since, is revoked and another one issued; the units whose joins failed come
+        after the others. A unit that gets a token again gets it in the same secret (a new
+        revision): its label is the unit's, and a removal takes effect after the hook.
+        """
         tokens = self.peers.issued_tokens()
         is_issuer = self.peers.issuer == self.unit.name and self.lxd.server_info().clustered
         waiting_peers = {p.name for p in self.peers.peer_units() if not p.clustered and p.address}
+        failed = {p.name: p.failed_token for p in self.peers.peer_units() if p.failed_token}
         can_join = is_issuer and bool(waiting_peers) and self._joins_possible()
+        dropped = {}
         for unit_name, secret_id in list(tokens.items()):
-            if can_join and unit_name in waiting_peers:
+            if (
+                can_join
+                and unit_name in waiting_peers
+                and self._token_usable(secret_id, failed.get(unit_name, ""))
+            ):
                 continue
-            # Used, its unit gone, or no longer ours to hand out: revoke it everywhere.
+            # Used, failed, stale, its unit gone, or no longer ours: revoke it everywhere.
             self.lxd.revoke_join_token(member_name_for_unit(unit_name))
-            self._remove_secret(secret_id)
-            del tokens[unit_name]
+            dropped[unit_name] = tokens.pop(unit_name)
         if can_join and not tokens:
-            unit_name = min(waiting_peers, key=unit_number)
-            tokens[unit_name] = self._grant_join_token(unit_name)
+            unit_name = min(waiting_peers, key=lambda u: (u in failed, unit_number(u)))
+            tokens[unit_name] = self._grant_join_token(unit_name, dropped.pop(unit_name, ""))
+        for secret_id in dropped.values():
+            self._remove_secret(secret_id)
         self.peers.set_issued_tokens(tokens)
 
     def _joins_possible(self) -> bool:
-        """No join can succeed while a network is Errored (and a failed one harms the joiner)."""
-        errored = self.lxd.errored_networks()
-        if errored:
-            logger.warning("no join token while network(s) %s are errored", ", ".join(errored))
-        return not errored
+        """No join succeeds while a network or pool is pending or errored (see LXD)."""
+        unfinished = self.lxd.unfinished_objects()
+        if unfinished:
+            listed = ", ".join(f"{name} ({status})" for name, status in sorted(unfinished.items()))
+            logger.info("no join token while %s not created on every member", listed)
+        return not unfinished
 
-    def _grant_join_token(self, unit_name: str) -> str:
-        """Issue a token for ``unit_name`` in a secret only that unit can read."""
+    def _member_config(self) -> str:
+        """The member-specific keys a joiner must give values for, as its token carries them.
+
+        Sorted: LXD lists them in any order (Go map iteration), and tokens are compared.
+        """
+        keys = sorted(self.lxd.member_config(), key=lambda k: (k.entity, k.name, k.key))
+        return json.dumps(
+            [
+                {"entity": k.entity, "name": k.name, "key": k.key, "description": k.description}
+                for k in keys
+            ]
+        )
+
+    def _token_usable(self, secret_id: str, failed_digest: str) -> bool:
+        """Whether no join failed with the token, and it names every member-specific key."""
+        try:
+            content = self.model.get_secret(id=secret_id).peek_content()
+            digest = JoinToken.decode(content.get("token", "")).digest
+        except (ops.SecretNotFoundError, JoinTokenError):
+            return False
+        return digest != failed_digest and content.get("member-config") == self._member_config()
+
+    def _grant_join_token(self, unit_name: str, secret_id: str = "") -> str:
+        """Issue a token for ``unit_name`` in a secret only that unit can read.
+
+        ``secret_id``: the unit's earlier token secret, which gets the new token.
+        """
         member = member_name_for_unit(unit_name)
         token = self.lxd.issue_join_token(member)
-        member_config = [
-            {"entity": k.entity, "name": k.name, "key": k.key, "description": k.description}
-            for k in self.lxd.member_config()
-        ]
+        content = {"token": token.encode(), "member-config": self._member_config()}
+        logger.info("issued a join token for %s", member)
+        if secret_id:
+            try:
+                self.model.get_secret(id=secret_id).set_content(content)
+                return secret_id
+            except ops.SecretNotFoundError:
+                pass
         secret = self.unit.add_secret(
-            {"token": token.encode(), "member-config": json.dumps(member_config)},
+            content,
             label=f"join-token-{member}",
             description=f"single-use LXD cluster join token for {unit_name}",
         )
@@ -345,7 +404,6 @@ class LXDCharm(ops.CharmBase):
         relation = self.peers.relation
         if unit is not None and relation is not None:
             secret.grant(relation, unit=unit)
-        logger.info("issued a join token for %s", member)
         return secret.id or ""
 
     def _remove_secret(self, secret_id: str) -> None:
@@ -360,10 +418,12 @@ class LXDCharm(ops.CharmBase):
         if not self.peers.cluster_fingerprint:
             raise waiting("waiting for the leader to bootstrap the cluster")
         # The cluster's OVN networks and Ceph pools are created on this member as it joins:
-        # its subordinates must have their daemons and files ready, and their values.
+        # once the cluster has any, its subordinates must have their daemons and files
+        # ready, and their values. Before, it joins at once: it defines them on itself later,
+        # as every member does, and the leader creates them once every member has.
         requests = self._member_requests()
         not_ready = [r.app for r in requests if not r.ready]
-        if not_ready:
+        if not_ready and self.peers.created_objects():
             raise waiting(f"waiting for {', '.join(not_ready)} to be ready before joining")
         # Tell the issuer we are ready for a token before we look for one.
         self.peers.publish(self.member_name, self._cluster_address(config), clustered=False)
@@ -388,6 +448,12 @@ class LXDCharm(ops.CharmBase):
             )
         except JoinTokenError as exc:
             raise blocked(f"join token rejected: {exc}") from None
+        except LXDAPIError as exc:
+            # LXD used the token up: ask the issuer for another one.
+            failure = self.peers.record_join_failure(token.digest, exc.reason, time.time())
+            logger.warning("join %d failed, asked for a new token: %s", failure.count, exc)
+            raise waiting(f"joining failed ({exc.reason}); waiting for a new join token") from None
+        self.peers.clear_join_failure()
         logger.info("joined the cluster as %s", self.member_name)
         ovn = self.lxd.ovn_networks()
         if ovn:
@@ -400,7 +466,11 @@ class LXDCharm(ops.CharmBase):
             logger.info("restarted LXD to start %s with the cluster's config", ", ".join(ovn))
 
     def _granted_join_token(self) -> tuple[JoinToken, list[MemberConfigKey]]:
-        """The token the issuer granted to this unit, checked against the cluster record."""
+        """The token the issuer granted to this unit, checked against the cluster record.
+
+        Not one a join already failed with; after :data:`JOIN_ATTEMPTS` failures in a row,
+        none before :data:`JOIN_PAUSE` seconds have passed.
+        """
         secret_id = self.peers.token_secret_id()
         if not secret_id:
             raise waiting("waiting for a join token")
@@ -418,6 +488,15 @@ class LXDCharm(ops.CharmBase):
                 f"join token names certificate {token.fingerprint[:12]}, the cluster's is "
                 f"{self.peers.cluster_fingerprint[:12]}; refusing to join"
             )
+        failure = self.peers.join_failure()
+        if failure is not None and failure.token == token.digest:
+            raise waiting(f"joining failed ({failure.reason}); waiting for a new join token")
+        if failure is not None and failure.count >= JOIN_ATTEMPTS:
+            if time.time() < failure.at + JOIN_PAUSE:
+                raise blocked(
+                    f"joining the cluster failed {failure.count} times, last: "
+                    f"{failure.reason}; trying again at the next update-status"
+                )
         return token, keys
 
     @staticmethod

@@ -191,6 +191,11 @@ class JoinToken:
         }
         return base64.b64encode(json.dumps(body).encode()).decode()
 
+    @property
+    def digest(self) -> str:
+        """Names the token in a databag without giving it away (SHA-256 of its secret)."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()[:16]
+
     @classmethod
     def decode(cls, token: str) -> JoinToken:
         """Parse a token; raise :class:`JoinTokenError` when it is not one."""
@@ -1397,16 +1402,28 @@ class LXD:
 
     # -- networks and storage pools ------------------------------------------------------
 
-    def errored_networks(self) -> list[str]:
-        """Managed networks whose creation failed on some member (status Errored).
+    def unfinished_objects(self) -> dict[str, str]:
+        """Networks and storage pools not created on every member: {"network X": status}.
 
-        LXD 5.0.2 refuses every join while one exists ("Joining member has no config for
-        network X", whatever the joiner sends) and leaves the joiner half-joined: it then
-        reports itself clustered but is no member (measured).
+        ``Pending``: members have defined it, it is not created cluster-wide yet.
+        ``Errored``: its creation failed on some member. A join fails while either exists:
+        LXD 5.0.2 refuses every join while a network is Errored ("Joining member has no
+        config for network X", whatever the joiner sends) and leaves the joiner half-joined,
+        reporting itself clustered but no member; a join while UPLINK was Pending failed
+        with 'Missing network "UPLINK"' and used up its token (both measured).
         """
-        return sorted(
-            str(n["name"]) for n in self._managed_networks() if n.get("status") == ERRORED
+        found = {
+            f"network {n['name']}": str(n.get("status"))
+            for n in self._managed_networks()
+            if n.get("status") != CREATED
+        }
+        pools = self._call("get", "storage-pools", params={"recursion": "1"}) or []
+        found.update(
+            (f"storage-pool {p['name']}", str(p.get("status")))
+            for p in pools
+            if p.get("status") != CREATED
         )
+        return found
 
     def ovn_networks(self) -> list[str]:
         """The cluster's OVN networks (type ``ovn``)."""

@@ -29,10 +29,14 @@ Unit databag (each unit writes its own):
                             and the rollout stops until the operator runs upgrade again
     ``blocked``             the unit's Blocked status message, absent while it is not
                             Blocked: the leader shows it in the application status
+    ``join-failed``         json {"token", "reason", "count", "at"}: this unit's join with
+                            the token of that digest failed (LXD used the token up): the
+                            issuer revokes it and issues another; gone once it joined
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -50,6 +54,32 @@ class PeerUnit:
     member_name: str
     address: str
     clustered: bool
+    failed_token: str = ""  # the digest of the token its last join failed with
+
+
+@dataclass(frozen=True)
+class JoinFailure:
+    """This unit's last failed join: with which token (its digest), why, how many, when."""
+
+    token: str
+    reason: str
+    count: int
+    at: float
+
+    def to_json(self) -> str:
+        """The databag value."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> JoinFailure | None:
+        """Parse the databag value; ``None`` when absent or not one (a misbehaving peer)."""
+        try:
+            body = json.loads(raw)
+            return cls(
+                str(body["token"]), str(body["reason"]), int(body["count"]), float(body["at"])
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 class ClusterPeers:
@@ -198,6 +228,9 @@ class ClusterPeers:
                     member_name=data.get("member-name", ""),
                     address=data.get("address", ""),
                     clustered=data.get("clustered") == "true",
+                    failed_token=getattr(
+                        JoinFailure.from_json(data.get("join-failed", "")), "token", ""
+                    ),
                 )
             )
         return sorted(result, key=lambda p: unit_number(p.name))
@@ -237,6 +270,27 @@ class ClusterPeers:
                 raw = relation.data[unit].get("join-tokens", "")
                 return dict(json.loads(raw)).get(self._charm.unit.name, "") if raw else ""
         return ""
+
+    def join_failure(self) -> JoinFailure | None:
+        """This unit's last failed join (``None``: none since it last joined)."""
+        relation = self.relation
+        raw = relation.data[self._charm.unit].get("join-failed", "") if relation else ""
+        return JoinFailure.from_json(raw) if raw else None
+
+    def record_join_failure(self, digest: str, reason: str, now: float) -> JoinFailure:
+        """Say that the join with the token of ``digest`` failed (the issuer replaces it)."""
+        last = self.join_failure()
+        failure = JoinFailure(digest, reason, (last.count if last else 0) + 1, now)
+        relation = self.relation
+        if relation is not None:
+            relation.data[self._charm.unit]["join-failed"] = failure.to_json()
+        return failure
+
+    def clear_join_failure(self) -> None:
+        """This unit joined: its failures are over."""
+        relation = self.relation
+        if relation is not None:
+            relation.data[self._charm.unit].pop("join-failed", None)
 
     def get_unit(self, unit_name: str) -> ops.Unit | None:
         """The ``ops.Unit`` of a peer, if it is still in the relation."""

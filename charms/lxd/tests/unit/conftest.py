@@ -68,7 +68,7 @@ def lxd(monkeypatch: pytest.MonkeyPatch) -> MagicMock:
     client.update_server_config.return_value = False
     # Nothing requested exists yet, and nothing needs doing unless a test says so.
     client.object_state.return_value = None
-    client.errored_networks.return_value = []
+    client.unfinished_objects.return_value = {}
     client.ovn_networks.return_value = []
     client.ensure_member_object.return_value = False
     client.ensure_cluster_object.return_value = False

@@ -22,6 +22,7 @@ from lxd import (
     CREATED,
     JoinToken,
     JoinTokenError,
+    LXDAPIError,
     LXDUnavailableError,
     Member,
     MemberConfigKey,
@@ -131,6 +132,16 @@ def bootstrapped_leader(lxd: MagicMock) -> None:
     lxd.member_config.return_value = [MemberConfigKey("storage-pool", "default", "source")]
 
 
+def holding_token(secret: testing.Secret, **peers: dict[str, str]):
+    """The issuer (leader) holding ``secret``'s token for lxd/1, with these peers."""
+    relation = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": secret.id})},
+        peers={int(unit[1:]): data for unit, data in peers.items()},
+    )
+    return relation, testing.State(leader=True, relations=[relation], secrets=[secret])
+
+
 def test_issuer_grants_a_token_secret_to_the_joiner_only(ctx, lxd):
     # GIVEN a bootstrapped issuer and a unit asking to join
     bootstrapped_leader(lxd)
@@ -173,15 +184,8 @@ def test_used_token_is_revoked_and_the_next_joiner_served(ctx, lxd):
     # GIVEN lxd/1 joined with its token while lxd/2 waits
     bootstrapped_leader(lxd)
     used = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-1")
-    relation = peer(
-        app=BOOTSTRAPPED,
-        local={"join-tokens": json.dumps({"lxd/1": used.id})},
-        peers={1: member_peer(1), 2: waiting_peer(2)},
-    )
-    out = ctx.run(
-        ctx.on.relation_changed(relation, remote_unit=1),
-        testing.State(leader=True, relations=[relation], secrets=[used]),
-    )
+    relation, state = holding_token(used, u1=member_peer(1), u2=waiting_peer(2))
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=1), state)
     # THEN lxd/1's secret is gone, its LXD token revoked, and lxd/2 has the next token
     lxd.revoke_join_token.assert_any_call("lxd-1")
     assert [s.label for s in out.secrets] == ["join-token-lxd-2"]
@@ -219,6 +223,126 @@ def test_former_issuer_revokes_its_outstanding_tokens(ctx, lxd):
     lxd.revoke_join_token.assert_called_once_with("lxd-2")
     lxd.issue_join_token.assert_not_called()
     assert out.secrets == frozenset()
+
+
+KEYS = json.dumps(
+    [{"entity": "storage-pool", "name": "default", "key": "source", "description": ""}]
+)
+
+
+def failed_peer(unit: int) -> dict[str, str]:
+    """A unit waiting to join whose join with :data:`TOKEN` failed."""
+    failed = {"token": TOKEN.digest, "reason": "Missing network", "count": 1, "at": 0.0}
+    return {**waiting_peer(unit), "join-failed": json.dumps(failed)}
+
+
+def test_a_token_whose_join_failed_is_replaced_the_other_joiners_first(ctx, lxd):
+    # GIVEN lxd/1's join failed with its token (LXD used it up) while lxd/2 also waits
+    bootstrapped_leader(lxd)
+    used = testing.Secret(
+        {"token": TOKEN.encode(), "member-config": KEYS}, owner="unit", label="join-token-lxd-1"
+    )
+    relation, state = holding_token(used, u1=failed_peer(1), u2=waiting_peer(2))
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=1), state)
+    # THEN its token is revoked, its secret gone, and the next token goes to lxd/2
+    lxd.revoke_join_token.assert_any_call("lxd-1")
+    lxd.issue_join_token.assert_called_once_with("lxd-2")
+    assert [s.label for s in out.secrets] == ["join-token-lxd-2"]
+
+
+def test_a_unit_whose_join_failed_gets_a_new_token_in_its_secret(ctx, lxd):
+    bootstrapped_leader(lxd)
+    used = testing.Secret(
+        {"token": TOKEN.encode(), "member-config": KEYS}, owner="unit", label="join-token-lxd-1"
+    )
+    relation = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": used.id})},
+        peers={1: failed_peer(1)},
+    )
+    fresh = dataclasses.replace(TOKEN, secret="another-secret")
+    lxd.issue_join_token.return_value = fresh
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=1),
+        testing.State(leader=True, relations=[relation], secrets=[used]),
+    )
+    # THEN a new token for lxd-1, as a new revision of the secret it can already read
+    # (a secret with the same label cannot be added while the old one's removal is pending)
+    lxd.revoke_join_token.assert_any_call("lxd-1")
+    lxd.issue_join_token.assert_called_once_with("lxd-1")
+    (secret,) = out.secrets
+    assert secret.id == used.id
+    assert JoinToken.decode(secret.latest_content["token"]) == fresh
+    tokens = json.loads(out.get_relation(relation.id).local_unit_data["join-tokens"])
+    assert tokens == {"lxd/1": used.id}
+    assert fresh.secret not in all_databag_text(out)
+
+
+@pytest.mark.parametrize("newer_object", [False, True])
+def test_a_token_is_replaced_when_an_object_came_after_it(ctx, lxd, newer_object):
+    # GIVEN lxd/1 holds a token that names the keys of the cluster's objects of that time
+    bootstrapped_leader(lxd)
+    issued = testing.Secret(
+        {"token": TOKEN.encode(), "member-config": KEYS}, owner="unit", label="join-token-lxd-1"
+    )
+    if newer_object:  # a pool with its own member-specific key was created since
+        lxd.member_config.return_value = [
+            MemberConfigKey("storage-pool", "default", "source"),
+            MemberConfigKey("storage-pool", "remote", "source"),
+        ]
+    relation = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": issued.id})},
+        peers={1: waiting_peer(1)},
+    )
+    out = ctx.run(
+        ctx.on.update_status(), testing.State(leader=True, relations=[relation], secrets=[issued])
+    )
+    # THEN a token that lacks a key is replaced (in the same secret); a current one is kept
+    (secret,) = out.secrets
+    assert secret.id == issued.id
+    assert lxd.issue_join_token.call_count == int(newer_object)
+    keys = json.loads(secret.latest_content["member-config"])
+    assert len(keys) == (2 if newer_object else 1)
+
+
+def test_a_token_is_kept_when_lxd_lists_the_same_keys_in_another_order(ctx, lxd):
+    bootstrapped_leader(lxd)
+    keys = [
+        MemberConfigKey("network", "UPLINK", "parent"),
+        MemberConfigKey("storage-pool", "default", "source"),
+    ]
+    lxd.member_config.return_value = keys
+    issued_keys = [
+        {"entity": k.entity, "name": k.name, "key": k.key, "description": ""} for k in keys
+    ]
+    issued = testing.Secret(
+        {"token": TOKEN.encode(), "member-config": json.dumps(issued_keys)},
+        owner="unit",
+        label="join-token-lxd-1",
+    )
+    lxd.member_config.return_value = keys[::-1]  # Go's map order
+    relation = peer(
+        app=BOOTSTRAPPED,
+        local={"join-tokens": json.dumps({"lxd/1": issued.id})},
+        peers={1: waiting_peer(1)},
+    )
+    ctx.run(
+        ctx.on.update_status(), testing.State(leader=True, relations=[relation], secrets=[issued])
+    )
+    lxd.issue_join_token.assert_not_called()
+    lxd.revoke_join_token.assert_not_called()
+
+
+def test_issuer_holds_tokens_back_while_an_object_is_pending(ctx, lxd):
+    # GIVEN lxd/1 waits to join while the cluster's ceph pool is defined, not created
+    bootstrapped_leader(lxd)
+    lxd.unfinished_objects.return_value = {"storage-pool remote": "Pending"}
+    relation = peer(app=BOOTSTRAPPED, peers={1: waiting_peer(1)})
+    out = ctx.run(ctx.on.update_status(), testing.State(leader=True, relations=[relation]))
+    # THEN no token is issued (the join would fail and use it up)
+    lxd.issue_join_token.assert_not_called()
+    assert "join-tokens" not in out.get_relation(relation.id).local_unit_data
 
 
 # -- joining ---------------------------------------------------------------------------
@@ -314,6 +438,51 @@ def test_joiner_reports_a_token_the_cluster_refuses(ctx_unit1, lxd):
     assert out.unit_status == testing.BlockedStatus(
         "join token rejected: fingerprint does not match the cluster"
     )
+
+
+def test_a_failed_join_asks_for_a_new_token_and_does_not_retry_the_old_one(ctx_unit1, lxd):
+    # GIVEN a granted token that LXD no longer has (a join used it up)
+    relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
+    reason = "No matching cluster join operation found"
+    lxd.join_cluster.side_effect = LXDAPIError("PUT /1.0/cluster", reason)
+    # WHEN it joins
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN it says so to the issuer, with that token's secret, and waits for another
+    local = out.get_relation(relation.id).local_unit_data
+    failure = json.loads(local["join-failed"])
+    assert (failure["token"], failure["reason"], failure["count"]) == (TOKEN.digest, reason, 1)
+    assert TOKEN.secret not in all_databag_text(out)
+    assert out.unit_status == testing.WaitingStatus(
+        f"joining failed ({reason}); waiting for a new join token"
+    )
+    # AND the next hook does not try the same token again
+    lxd.join_cluster.reset_mock()
+    again = ctx_unit1.run(ctx_unit1.on.update_status(), out)
+    lxd.join_cluster.assert_not_called()
+    assert again.unit_status == out.unit_status
+
+
+def test_a_joiner_that_failed_three_times_pauses_then_joins(ctx_unit1, lxd, monkeypatch):
+    relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
+    failed = {"token": "0123456789abcdef", "reason": "Missing network", "count": 3, "at": 1000.0}
+    relation = dataclasses.replace(relation, local_unit_data={"join-failed": json.dumps(failed)})
+    state = dataclasses.replace(state, relations=[relation])
+    monkeypatch.setattr("charm.time.time", lambda: 1100.0)
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    lxd.join_cluster.assert_not_called()
+    assert out.unit_status == testing.BlockedStatus(
+        "joining the cluster failed 3 times, last: Missing network; "
+        "trying again at the next update-status"
+    )
+    # 5 minutes later it tries the new token, and once joined the failures are forgotten
+    monkeypatch.setattr("charm.time.time", lambda: 1300.0)
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), out)
+    lxd.join_cluster.assert_called_once()
+    assert "join-failed" not in out.get_relation(relation.id).local_unit_data
 
 
 def test_joiner_waits_until_the_secret_is_readable(ctx_unit1, lxd):

@@ -1,5 +1,6 @@
 """Unit tests of the lxd charm as the consumer of ``lxd-member`` (workload mocked)."""
 
+import dataclasses
 import json
 from unittest.mock import call
 
@@ -7,7 +8,7 @@ import pytest
 from ops import testing
 
 from charm_common.lxd_member import LXDObject, MemberRequest
-from conftest import BOOTSTRAPPED, TOKEN, member, member_peer, peer, server_info
+from conftest import BOOTSTRAPPED, TOKEN, member, member_peer, peer, server_info, waiting_peer
 from lxd import (
     LXDAPIError,
     ObjectPendingError,
@@ -396,10 +397,12 @@ ASKED = [
 ]
 
 
-def joiner_state(*relations, preseed: str = "", keys: list[dict[str, str]] = ASKED):
+def joiner_state(
+    *relations, preseed: str = "", keys: list[dict[str, str]] = ASKED, app: dict | None = None
+):
     secret = testing.Secret({"token": TOKEN.encode(), "member-config": json.dumps(keys)})
     cluster = peer(
-        app=BOOTSTRAPPED,
+        app=app or BOOTSTRAPPED,
         peers={0: {**member_peer(0), "join-tokens": json.dumps({"lxd/1": secret.id})}},
     )
     state = testing.State(
@@ -408,15 +411,33 @@ def joiner_state(*relations, preseed: str = "", keys: list[dict[str, str]] = ASK
     return cluster, state
 
 
-def test_joiner_waits_for_its_subordinates_before_asking_for_a_token(ctx_unit1, lxd):
+def test_joiner_waits_for_its_subordinates_once_the_cluster_has_their_objects(ctx_unit1, lxd):
     waiting = MemberRequest("ovn-bridge", NB, (UPLINK,), (), ready=False)
-    cluster, state = joiner_state(subordinate(waiting), subordinate(CEPH_REQUEST))
+    created = {**BOOTSTRAPPED, "created-objects": '["network/UPLINK"]'}
+    cluster, state = joiner_state(subordinate(waiting), subordinate(CEPH_REQUEST), app=created)
     out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
     lxd.join_cluster.assert_not_called()
     assert "address" not in out.get_relation(cluster.id).local_unit_data
     assert out.unit_status == testing.WaitingStatus(
         "waiting for ovn-bridge to be ready before joining"
     )
+
+
+def test_joiner_does_not_wait_for_its_subordinates_while_the_cluster_has_no_objects(
+    ctx_unit1, lxd
+):
+    # GIVEN ovn-bridge is not ready, and the cluster has none of its subordinates' objects
+    waiting = MemberRequest("ovn-bridge", NB, (UPLINK,), (), ready=False)
+    cluster, state = joiner_state(subordinate(waiting), keys=[])
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    # WHEN it reconciles
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
+    # THEN it joins now: it defines ovn-bridge's objects on itself once ovn-bridge is ready
+    lxd.join_cluster.assert_called_once()
+    assert out.get_relation(cluster.id).local_unit_data["clustered"] == "true"
+    lxd.ensure_member_object.assert_not_called()
 
 
 def test_joiner_refuses_to_join_with_unusable_subordinate_data(ctx_unit1, lxd):
@@ -491,7 +512,7 @@ def test_joiner_waits_for_the_value_of_a_subordinates_object(ctx_unit1, lxd):
 
 def test_issuer_holds_tokens_back_while_a_network_is_errored(ctx, lxd):
     # GIVEN lxd/1 waits to join, and UPLINK failed on some member
-    lxd.errored_networks.return_value = ["UPLINK"]
+    lxd.unfinished_objects.return_value = {"network UPLINK": "Errored"}
     issued = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-1")
     lxd.server_info.return_value = server_info(True)
     lxd.members.return_value = [member("lxd-0")]
@@ -506,4 +527,26 @@ def test_issuer_holds_tokens_back_while_a_network_is_errored(ctx, lxd):
     # THEN no join is possible (LXD would fail it and break the joiner): no token is out
     lxd.issue_join_token.assert_not_called()
     lxd.revoke_join_token.assert_called_once_with("lxd-1")
+    assert out.secrets == frozenset()
+
+
+def test_a_failed_creation_revokes_the_outstanding_token_in_the_same_hook(ctx, lxd):
+    # GIVEN the issuer (leader) holds a token for lxd/2 and LXD fails UPLINK's creation
+    refusal = 'network UPLINK: failed to notify peer 10.0.0.1:8443: Parent interface "x" not found'
+    lxd.ensure_cluster_object.side_effect = ObjectRefusedError(refusal)
+    lxd.unfinished_objects.return_value = {"network UPLINK": "Errored"}
+    issued = testing.Secret({"token": "x"}, owner="unit", label="join-token-lxd-2")
+    cluster, state = cluster_member(lxd, True, subordinate(OVN_REQUEST), secrets=[issued])
+    cluster = dataclasses.replace(
+        cluster,
+        local_unit_data={"join-tokens": json.dumps({"lxd/2": issued.id})},
+        peers_data={**cluster.peers_data, 2: waiting_peer(2)},
+    )
+    state = dataclasses.replace(state, relations=[cluster, subordinate(OVN_REQUEST)])
+    # WHEN it reconciles
+    out = ctx.run(ctx.on.update_status(), state)
+    # THEN it is blocked with LXD's message, and the token is revoked (lxd/2 would half-join)
+    assert out.unit_status == testing.BlockedStatus(refusal)
+    lxd.revoke_join_token.assert_called_once_with("lxd-2")
+    lxd.issue_join_token.assert_not_called()
     assert out.secrets == frozenset()

@@ -2385,7 +2385,7 @@ def test_unknown_entity_is_a_bug(daemon):
         daemon.object_state("volume", "x")
 
 
-def test_errored_networks(daemon, api):
+def test_unfinished_objects(daemon, api):
     api.on(
         "GET",
         "/1.0/networks",
@@ -2397,9 +2397,20 @@ def test_errored_networks(daemon, api):
             ]
         ),
     )
+    api.on(
+        "GET",
+        "/1.0/storage-pools",
+        sync([{"name": "remote", "status": "Pending"}, {"name": "local", "status": "Created"}]),
+    )
 
-    assert daemon.errored_networks() == ["UPLINK"]
-    assert api.calls == [("GET", "/1.0/networks", {"params": {"recursion": "1"}})]
+    assert daemon.unfinished_objects() == {
+        "network UPLINK": "Errored",
+        "storage-pool remote": "Pending",
+    }
+    assert api.calls == [
+        ("GET", "/1.0/networks", {"params": {"recursion": "1"}}),
+        ("GET", "/1.0/storage-pools", {"params": {"recursion": "1"}}),
+    ]
 
 
 def test_ovn_networks(daemon, api):
