@@ -334,6 +334,21 @@ def test_a_token_is_kept_when_lxd_lists_the_same_keys_in_another_order(ctx, lxd)
     lxd.revoke_join_token.assert_not_called()
 
 
+@pytest.mark.parametrize("garbage", ["not json", "[]", '{"token": 1}', '{"count": "x"}'])
+def test_a_malformed_join_failure_from_a_peer_changes_nothing(ctx, lxd, garbage):
+    # GIVEN a waiting peer whose join-failed is not what this charm writes
+    bootstrapped_leader(lxd)
+    issued = testing.Secret(
+        {"token": TOKEN.encode(), "member-config": KEYS}, owner="unit", label="join-token-lxd-1"
+    )
+    relation, state = holding_token(issued, u1={**waiting_peer(1), "join-failed": garbage})
+    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=1), state)
+    # THEN it counts as no failure: the token it holds is kept, nothing raised
+    lxd.revoke_join_token.assert_not_called()
+    lxd.issue_join_token.assert_not_called()
+    assert [s.id for s in out.secrets] == [issued.id]
+
+
 def test_issuer_holds_tokens_back_while_an_object_is_pending(ctx, lxd):
     # GIVEN lxd/1 waits to join while the cluster's ceph pool is defined, not created
     bootstrapped_leader(lxd)
@@ -481,6 +496,19 @@ def test_a_joiner_that_failed_three_times_pauses_then_joins(ctx_unit1, lxd, monk
     )
     lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
     out = ctx_unit1.run(ctx_unit1.on.update_status(), out)
+    lxd.join_cluster.assert_called_once()
+    assert "join-failed" not in out.get_relation(relation.id).local_unit_data
+
+
+def test_a_joiner_whose_own_failure_record_is_unreadable_joins(ctx_unit1, lxd):
+    relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
+    relation = dataclasses.replace(relation, local_unit_data={"join-failed": "not json"})
+    state = dataclasses.replace(state, relations=[relation])
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
     lxd.join_cluster.assert_called_once()
     assert "join-failed" not in out.get_relation(relation.id).local_unit_data
 
