@@ -363,6 +363,14 @@ def test_issuer_holds_tokens_back_while_an_object_is_pending(ctx, lxd):
 # -- joining ---------------------------------------------------------------------------
 
 
+def joins_as_lxd_1(lxd: MagicMock) -> None:
+    """LXD accepts lxd/1's join: it is then the 2nd member of the cluster."""
+    lxd.join_cluster.side_effect = lambda *a: (
+        setattr(lxd.server_info, "return_value", server_info(True)) or True
+    )
+    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+
+
 def joiner_state(content: dict[str, str], app: dict[str, str] | None = None):
     secret = testing.Secret(content)
     relation = peer(
@@ -378,10 +386,7 @@ def test_a_joiner_restarts_lxd_when_the_cluster_has_ovn_networks(
 ):
     # GIVEN a granted token, and a cluster with or without an OVN network
     relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
-    lxd.join_cluster.side_effect = lambda *a: (
-        setattr(lxd.server_info, "return_value", server_info(True)) or True
-    )
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    joins_as_lxd_1(lxd)
     lxd.ovn_networks.return_value = ovn
     # WHEN it joins
     ctx_unit1.run(ctx_unit1.on.relation_changed(relation, remote_unit=0), state)
@@ -398,10 +403,7 @@ def test_joiner_joins_with_its_token_and_member_config(ctx_unit1, lxd):
     state = testing.State(
         relations=state.relations, secrets=state.secrets, config={"preseed": preseed}
     )
-    lxd.join_cluster.side_effect = lambda *a: (
-        setattr(lxd.server_info, "return_value", server_info(True)) or True
-    )
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    joins_as_lxd_1(lxd)
     lxd.object_state.return_value = ObjectState("dir", CREATED, ("lxd-0",))  # bootstrap's pool
     # WHEN the secret reaches it
     out = ctx_unit1.run(ctx_unit1.on.relation_changed(relation, remote_unit=0), state)
@@ -491,10 +493,7 @@ def test_a_joiner_that_failed_three_times_pauses_then_joins(ctx_unit1, lxd, monk
     )
     # 5 minutes later it tries the new token, and once joined the failures are forgotten
     monkeypatch.setattr("charm.time.time", lambda: 1300.0)
-    lxd.join_cluster.side_effect = lambda *a: (
-        setattr(lxd.server_info, "return_value", server_info(True)) or True
-    )
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    joins_as_lxd_1(lxd)
     out = ctx_unit1.run(ctx_unit1.on.update_status(), out)
     lxd.join_cluster.assert_called_once()
     assert "join-failed" not in out.get_relation(relation.id).local_unit_data
@@ -504,10 +503,7 @@ def test_a_joiner_whose_own_failure_record_is_unreadable_joins(ctx_unit1, lxd):
     relation, state = joiner_state({"token": TOKEN.encode(), "member-config": "[]"})
     relation = dataclasses.replace(relation, local_unit_data={"join-failed": "not json"})
     state = dataclasses.replace(state, relations=[relation])
-    lxd.join_cluster.side_effect = lambda *a: (
-        setattr(lxd.server_info, "return_value", server_info(True)) or True
-    )
-    lxd.members.return_value = [member("lxd-0"), member("lxd-1")]
+    joins_as_lxd_1(lxd)
     out = ctx_unit1.run(ctx_unit1.on.update_status(), state)
     lxd.join_cluster.assert_called_once()
     assert "join-failed" not in out.get_relation(relation.id).local_unit_data
