@@ -329,8 +329,9 @@ class LXDCharm(ops.CharmBase):
         """
         tokens = self.peers.issued_tokens()
         is_issuer = self.peers.issuer == self.unit.name and self.lxd.server_info().clustered
-        waiting_peers = {p.name for p in self.peers.peer_units() if not p.clustered and p.address}
-        failed = {p.name: p.failed_token for p in self.peers.peer_units() if p.failed_token}
+        peers = self.peers.peer_units()
+        waiting_peers = {p.name for p in peers if not p.clustered and p.address}
+        failed = {p.name: p.failed_token for p in peers if p.failed_token}
         can_join = is_issuer and bool(waiting_peers) and self._joins_possible()
         dropped = {}
         for unit_name, secret_id in list(tokens.items()):
