@@ -86,8 +86,10 @@ import yaml
 from benchmarks import plain
 from lab import build
 from lab import bundle as bundles
+from lab import runner as lab_runner
 from lab.machines import Lab, Machine, unavailable_reason
-from lab.model import HOOK_LOG, Model
+from lab.model import Model
+from lab.runner import HOOK_LOG
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "bundles", "lxd-cluster.yaml")
@@ -604,7 +606,7 @@ LXD_STATE += ("/1.0/cluster/members?recursion=1", "/1.0/certificates?recursion=1
 def idle_update_status(root: str, runners: Sequence[Runner]) -> list[list[str]]:
     """One ``update-status`` round on the idle model: seconds, tool calls, LXD writes.
 
-    Every unit's timer is made due (``Model.expire_timers``), then ``Model.settle`` runs
+    Every unit's timer is made due (``Model.expire_timers``), then ``Runner.settle`` runs
     exactly that round and returns. LXD's state (:data:`LXD_STATE` on every member) is read
     before and after; the last column says whether anything in it changed.
     """
@@ -622,7 +624,7 @@ def idle_update_status(root: str, runners: Sequence[Runner]) -> list[list[str]]:
     before = state()
     model = Model(root)
     model.expire_timers()
-    model.settle(timeout=300)
+    lab_runner.Runner(model).settle(timeout=300)
     after = state()
     changed = sorted(key for key in before if before[key] != after[key])
     for key in changed:

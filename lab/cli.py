@@ -35,7 +35,8 @@ import yaml
 from lab import bundle as bundles
 from lab.build import REPO
 from lab.machines import Lab
-from lab.model import DEFAULT_TIMEOUT, Model, ModelError, NotSettledError
+from lab.model import Model, ModelError
+from lab.runner import DEFAULT_TIMEOUT, NotSettledError, Runner
 
 DEFAULT_ROOT = os.path.join(REPO, ".lab", "model")
 
@@ -127,9 +128,9 @@ def format_status(status: dict[str, Any]) -> str:
 def _settle(model: Model, args: argparse.Namespace) -> int:
     if getattr(args, "no_wait", False):
         return 0
-    if not args.quiet:
-        model.progress = lambda line: print(line, file=sys.stderr, flush=True)
-    stuck = model.settle(timeout=args.timeout, idle_period=getattr(args, "idle_period", 0.0))
+    progress = None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True)
+    runner = Runner(model, progress)
+    stuck = runner.settle(timeout=args.timeout, idle_period=getattr(args, "idle_period", 0.0))
     if stuck:
         print(
             f"units in error (their hook failed; fix the cause, then 'lab resolved UNIT'; "
@@ -235,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run an action on a unit; print its results; exit 1 when it fails."""
     model = Model(args.root)
     params = _params(model, args.unit, args.action, args.params)
-    outcome = model.run_action(args.unit, args.action, params)
+    outcome = Runner(model).run_action(args.unit, args.action, params)
     if "failed" in outcome:
         print(f"Action {args.action} on {args.unit} failed: {outcome['failed']}", file=sys.stderr)
         _settle(model, args)

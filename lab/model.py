@@ -1,4 +1,4 @@
-"""The lab's model: what Juju keeps between hooks, and the runner that fires them in its order.
+"""The lab's model: what Juju keeps between hooks, and the hooks it queues from it, in its order.
 
 A :class:`Model` lives under a root directory (next to its :class:`~lab.machines.Lab`) in
 ``model.json``, so every ``lab`` command is a fresh process that picks up where the last one
@@ -13,18 +13,8 @@ stopped. It keeps what a Juju controller keeps:
 * Juju secrets: owner (a unit or an application), revisions, the owner's label, grants per
   relation, and per observer the revision it tracks and its own label.
 
-The runner (:meth:`Model.settle`) keeps a queue of hooks per unit and runs them as Juju's
-agents do: one hook at a time per machine (the principal and its subordinates share the
-machine lock), the machines at the same time, each hook through the built charm's
-``dispatch`` inside the unit's machine (:func:`lab.dispatch.run_hook`) on a thread of its
-own, while the model changes only on the runner's thread. By default the machines run
-freely (:meth:`Model._run_free`): a machine starts its next hook as soon as its last one
-ended, as a Juju machine agent does, so the interleaving follows the hooks' durations.
-A model deployed with a seed (``lab deploy --seed``, ``LAB_SEED``) goes in lockstep rounds
-instead (:meth:`Model.round`): one unit per machine whose queue has a hook, in an order
-drawn from the seed; the model changes only between the rounds' hooks, in that same order,
-so the seed repeats the interleaving. It derives the next hooks the way Juju does: ``install`` →
-``relation-created`` → ``leader-elected`` →
+It derives the next hooks the way Juju does, and queues them per unit (the runner,
+:mod:`lab.runner`, fires them): ``install`` → ``relation-created`` → ``leader-elected`` →
 ``config-changed`` → ``start`` → ``relation-joined``/``-changed`` with every unit in scope;
 a changed unit or application databag → ``relation-changed`` at the units that see it; a new
 secret revision → ``secret-changed`` at the units that track it; on removal
@@ -33,22 +23,11 @@ machine is wiped and, if the leader went, another unit is elected (``leader-elec
 ``remove-relation`` every unit of both sides that took part departs every remote unit it has
 seen join, then gets ``relation-broken``, and the relation is gone with its databags and
 relation-scoped secret grants (a container-scoped one takes the subordinate's units on those
-principals with it). A failed hook is retried with backoff (its changes discarded) and
-leaves its unit in error after :data:`HOOK_ATTEMPTS`.
-
-Every started unit has Juju's ``update-status`` timer: the hook is queued once the model's
-``update-status-hook-interval`` (:meth:`Model.model_config`; Juju's default, 5 minutes,
-unless set) has passed since the unit's last ``update-status`` (or its ``start``). The model
-is idle as soon as no hook is queued or waits for a retry and no unit reports
-``maintenance`` or ``waiting``; a unit that does waits for its timer. ``idle_period`` (as in
-python-libjuju's ``wait_for_idle``) asks the model to stay so for that long, running the
-timers that fall due. After the time bound the runner gives up with
-:class:`NotSettledError`, naming the units still changing.
+principals with it).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -57,50 +36,27 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from lab import build, dispatch
+from lab import build
 from lab import bundle as bundles
 from lab.machines import Lab, Machine
 
 STATE_FILE = "model.json"
 LOCK_FILE = "model.lock"
-HOOK_LOG = "hooks.jsonl"  # under logs/: one JSON line per hook run (see Model._log)
-HOOK_ATTEMPTS = 4  # Juju retries a failed hook with backoff (2, 4, 8 s here), then gives up
 # The model config the lab knows, with Juju's defaults (``juju model-config``).
 UPDATE_STATUS_INTERVAL = "update-status-hook-interval"
 MODEL_CONFIG = {UPDATE_STATUS_INTERVAL: "5m"}
 INTERVAL_BOUNDS = (1.0, 3600.0)  # Juju accepts 1s to 60m for update-status-hook-interval
-DEFAULT_TIMEOUT = 900.0
-TRANSIENT = ("maintenance", "waiting")
 
 # Internal steps that are not hooks: entering and leaving relation scope, the unit's end.
 ENTER, LEAVE, GONE = "_enter", "_leave", "_gone"
 
-HookRunner = Callable[[Machine, Mapping[str, Any]], dict[str, Any]]
-
-
-class Hook(NamedTuple):
-    """A hook as it starts on unit ``name``: its event, request and what undoes the start."""
-
-    name: str
-    event: Mapping[str, Any]
-    request: Mapping[str, Any]
-    undo: Mapping[str, Any]
-
-
-# Hooks running in the free-running runner, by their future.
-Running = dict["concurrent.futures.Future[Any]", Hook]
-
 
 class ModelError(Exception):
     """A lab command cannot be carried out (the message says why and what to do)."""
-
-
-class NotSettledError(ModelError):
-    """The model kept changing until the time bound."""
 
 
 def unit_number(unit: str) -> int:
@@ -117,25 +73,20 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
-def _event(name: str, **fields: Any) -> dict[str, Any]:
+def make_event(name: str, **fields: Any) -> dict[str, Any]:
+    """A queued event: its hook (or internal step) name and fields (relation, remote unit...)."""
     return {"name": name, **{k: v for k, v in fields.items() if v is not None}}
 
 
 class Model:
     """Applications, units, relations and secrets of one lab model, persisted under ``root``."""
 
-    def __init__(self, root: str, hook_runner: HookRunner | None = None):
+    def __init__(self, root: str):
         self.root = os.path.realpath(root)
         self.path = os.path.join(self.root, STATE_FILE)
-        self.changing: set[str] = set()  # units whose hooks changed something lately
         with open(self.path) as f:
             self.s: dict[str, Any] = json.load(f)
-        self.run_hook = hook_runner or dispatch.run_hook
         self.lab = Lab.open(self.root)
-        # Told one line per unit whose status changed (see _report); None: silent.
-        self.progress: Callable[[str], None] | None = None
-        self._shown: dict[str, tuple[str, ...]] = {}
-        self._since = time.monotonic()
 
     @property
     def seed(self) -> int:
@@ -187,9 +138,7 @@ class Model:
         return os.path.exists(os.path.join(root, STATE_FILE))
 
     @classmethod
-    def create(
-        cls, root: str, hook_runner: HookRunner | None = None, seed: int | None = None
-    ) -> Model:
+    def create(cls, root: str, seed: int | None = None) -> Model:
         """A new, empty model (and lab) under ``root``.
 
         ``seed`` (else ``LAB_SEED``) makes the runner go in lockstep rounds that it orders
@@ -223,7 +172,7 @@ class Model:
         }
         with open(os.path.join(root, STATE_FILE), "w") as f:
             json.dump(state, f)
-        return cls(root, hook_runner)
+        return cls(root)
 
     def save(self) -> None:
         """Write the model (atomically: a reader never sees half of it)."""
@@ -282,7 +231,7 @@ class Model:
         """The lab machine unit ``unit`` runs on."""
         return self.lab.machine(self.unit(unit)["machine"])
 
-    def _down(self, unit: str) -> bool:
+    def down(self, unit: str) -> bool:
         """Whether unit ``unit``'s machine is down (no hook runs there)."""
         return self.units[unit]["machine"] in self.s.get("down", [])
 
@@ -306,7 +255,7 @@ class Model:
         self.s["down"].remove(machine)
         for name, unit in self.units.items():
             if unit["machine"] == machine and unit["started"]:
-                self._queue(name, _event("start"), front=True)
+                self.queue(name, make_event("start"), front=True)
         self.save()
 
     def alive_units(self, app: str) -> list[str]:
@@ -324,7 +273,8 @@ class Model:
 
     # -- relation geometry -----------------------------------------------------------------
 
-    def _local_endpoint(self, rid: str, app: str) -> dict[str, Any]:
+    def local_endpoint(self, rid: str, app: str) -> dict[str, Any]:
+        """``app``'s end of relation ``rid``: ``{"app", "endpoint"}``."""
         ends = self.relations[rid]["endpoints"]
         return next(e for e in ends if e["app"] == app)
 
@@ -342,7 +292,8 @@ class Model:
             return True
         return ua["principal"] == b or ub["principal"] == a
 
-    def _queue(self, unit: str, event: dict[str, Any], front: bool = False) -> None:
+    def queue(self, unit: str, event: dict[str, Any], front: bool = False) -> None:
+        """Queue ``event`` for ``unit`` (at the front: it runs next)."""
         queue = self.units[unit]["queue"]
         if event in queue and not event["name"].startswith("_"):
             return  # Juju coalesces a hook that is already pending
@@ -426,8 +377,8 @@ class Model:
         for name, unit in list(self.units.items()):
             if unit["app"] in (relation.a.application, relation.b.application):
                 if unit["life"] == "alive" and unit["started"]:
-                    self._queue(name, _event("relation_created", relation=rid))
-                    self._queue(name, _event(ENTER, relation=rid))
+                    self.queue(name, make_event("relation_created", relation=rid))
+                    self.queue(name, make_event(ENTER, relation=rid))
         return rid
 
     def _app_relations(self, app: str) -> list[str]:
@@ -467,17 +418,17 @@ class Model:
             "data": {},  # relation id -> its unit databag
             "address": self.lab.machine(machine).address,
         }
-        self._queue(name, _event("install"))
+        self.queue(name, make_event("install"))
         joining = [rid for rid in self._app_relations(app) if not self._dying(rid)]
         for rid in joining:
-            self._queue(name, _event("relation_created", relation=rid))
+            self.queue(name, make_event("relation_created", relation=rid))
         if record["leader"] is None:
             record["leader"] = name
-            self._queue(name, _event("leader_elected"))
+            self.queue(name, make_event("leader_elected"))
         for step in ("config_changed", "start"):
-            self._queue(name, _event(step))
+            self.queue(name, make_event(step))
         for rid in joining:
-            self._queue(name, _event(ENTER, relation=rid))
+            self.queue(name, make_event(ENTER, relation=rid))
         return name
 
     def _new_machine(self, base: str | None) -> str:
@@ -517,11 +468,11 @@ class Model:
         unit["life"] = "dying"
         unit["queue"] = [e for e in unit["queue"] if e["name"] == "install"]
         for rid in unit["relations"]:
-            self._queue(name, _event(LEAVE, relation=rid))
+            self.queue(name, make_event(LEAVE, relation=rid))
         for rid in unit["relations"]:
-            self._queue(name, _event("relation_broken", relation=rid))
+            self.queue(name, make_event("relation_broken", relation=rid))
         for step in ("stop", "remove", GONE):
-            self._queue(name, _event(step))
+            self.queue(name, make_event(step))
 
     def find_relation(self, a: str, b: str) -> str:
         """The id of the relation ``a`` - ``b`` (``app[:endpoint]`` each).
@@ -590,8 +541,8 @@ class Model:
             rest = unit["queue"][len(held) :]
             unit["queue"] = held + [e for e in rest if e.get("relation") != rid]
             if rid in unit["relations"]:
-                self._queue(name, _event(LEAVE, relation=rid))
-                self._queue(name, _event("relation_broken", relation=rid))
+                self.queue(name, make_event(LEAVE, relation=rid))
+                self.queue(name, make_event("relation_broken", relation=rid))
         self._forget_if_done(rid)
         self.save()
 
@@ -642,7 +593,7 @@ class Model:
         record["options"] = dict(checked.options)
         record["config"] = checked.config()
         for name in self.alive_units(app):
-            self._queue(name, _event("config_changed"))
+            self.queue(name, make_event("config_changed"))
         self.save()
 
     def refresh(self, app: str) -> None:
@@ -654,8 +605,8 @@ class Model:
         record = self.app(app)
         record["run_dir"] = str(build.build_dir(Path(record["charm_dir"])))
         for name in self.alive_units(app):
-            self._queue(name, _event("upgrade_charm"))
-            self._queue(name, _event("config_changed"))
+            self.queue(name, make_event("upgrade_charm"))
+            self.queue(name, make_event("config_changed"))
         self.save()
 
     def resolved(self, name: str) -> None:
@@ -671,7 +622,7 @@ class Model:
     def _relation_request(self, name: str, rid: str) -> dict[str, Any]:
         unit = self.units[name]
         relation = self.relations[rid]
-        local = self._local_endpoint(rid, unit["app"])
+        local = self.local_endpoint(rid, unit["app"])
         remote_app = self._remote_app(rid, unit["app"])
         peer = len(relation["endpoints"]) == 1
         scope = self.apps[unit["app"]]["endpoints"][local["endpoint"]]["scope"]
@@ -777,7 +728,9 @@ class Model:
             changed = True
             for other in [] if dying else list(self.units):
                 if name in self.units[other]["seen"].get(rid, []):
-                    self._queue(other, _event("relation_changed", relation=rid, remote_unit=name))
+                    self.queue(
+                        other, make_event("relation_changed", relation=rid, remote_unit=name)
+                    )
         app_data = out.get("local_app_data")
         if app_data is not None and app_data != relation["app_data"][unit["app"]]:
             relation["app_data"][unit["app"]] = app_data
@@ -788,7 +741,7 @@ class Model:
                 # Scenario have no relation-changed without any remote unit).
                 seen = self.units[other]["seen"].get(rid, [])
                 if other != name and seen and self._visible(rid, name, other):
-                    self._queue(other, _event("relation_changed", relation=rid))
+                    self.queue(other, make_event("relation_changed", relation=rid))
         return changed
 
     def _apply_owned_secret(self, name: str, out: Mapping[str, Any]) -> bool:
@@ -812,7 +765,7 @@ class Model:
             secret["contents"][str(secret["revision"])] = out["latest"]
             for observer, seen in secret["observers"].items():
                 if observer in self.units and seen["revision"] < secret["revision"]:
-                    self._queue(observer, _event("secret_changed", secret_id=sid))
+                    self.queue(observer, make_event("secret_changed", secret_id=sid))
         secret["label"], secret["grants"] = out["label"], out["grants"]
         return json.dumps(secret, sort_keys=True) != before
 
@@ -883,8 +836,8 @@ class Model:
         for other in relation["members"]:
             if self._visible(rid, name, other):
                 for a, b in ((name, other), (other, name)):
-                    self._queue(a, _event("relation_joined", relation=rid, remote_unit=b))
-                    self._queue(a, _event("relation_changed", relation=rid, remote_unit=b))
+                    self.queue(a, make_event("relation_joined", relation=rid, remote_unit=b))
+                    self.queue(a, make_event("relation_changed", relation=rid, remote_unit=b))
         relation["members"].append(name)
         self._add_subordinates(name, rid)
 
@@ -920,14 +873,14 @@ class Model:
         dying = self._dying(rid)
         for other in [] if dying else relation["members"]:
             if name in self.units[other]["seen"].get(rid, []):
-                event = _event(
+                event = make_event(
                     "relation_departed", relation=rid, remote_unit=name, departing_unit=name
                 )
-                self._queue(other, event, front=self.units[other]["life"] != "alive")
+                self.queue(other, event, front=self.units[other]["life"] != "alive")
         seen = self.units[name]["seen"].get(rid, [])
         alive = self.units[name]["life"] == "alive"
         departing = [
-            _event(
+            make_event(
                 "relation_departed",
                 relation=rid,
                 remote_unit=other,
@@ -936,7 +889,7 @@ class Model:
             for other in (sorted(seen) if dying else seen)
         ]
         for event in reversed(departing):
-            self._queue(name, event, front=True)
+            self.queue(name, event, front=True)
 
     def _gone(self, name: str) -> bool:
         """Unit ``name`` has run ``remove``: forget it, wipe its machine, elect a new leader.
@@ -964,10 +917,10 @@ class Model:
             alive = self.alive_units(unit["app"])
             app["leader"] = alive[0] if alive else None
             if alive:
-                self._queue(alive[0], _event("leader_elected"))
+                self.queue(alive[0], make_event("leader_elected"))
         return True
 
-    def _internal(self, name: str, event: Mapping[str, Any]) -> bool:
+    def internal(self, name: str, event: Mapping[str, Any]) -> bool:
         """Carry out an internal step; False when it has to wait."""
         if event["name"] == ENTER:
             self._enter(name, event["relation"])
@@ -977,7 +930,7 @@ class Model:
             return self._gone(name)
         return True
 
-    def _skip(self, name: str, event: Mapping[str, Any]) -> bool:
+    def skip(self, name: str, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` no longer applies (a remote unit left before it could run).
 
         A secret event whose secret was removed (or is no longer granted) since it was
@@ -999,10 +952,10 @@ class Model:
             return remote not in members or remote in seen
         return remote not in seen
 
-    def _before_hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    def before_hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
         """What Juju changes as the hook starts (``relation-list`` and relation membership).
 
-        Returns what :meth:`_undo_before_hook` needs to take it back (the hook failed).
+        Returns what :meth:`undo_before_hook` needs to take it back (the hook failed).
         """
         unit = self.units[name]
         rid = event.get("relation")
@@ -1029,8 +982,8 @@ class Model:
             unit["seen"][rid].remove(event["remote_unit"])
         return undo
 
-    def _undo_before_hook(self, name: str, undo: Mapping[str, Any]) -> None:
-        """Take back what :meth:`_before_hook` changed (only this unit's own records)."""
+    def undo_before_hook(self, name: str, undo: Mapping[str, Any]) -> None:
+        """Take back what :meth:`before_hook` changed (only this unit's own records)."""
         unit = self.units[name]
         unit["relations"] = list(undo["relations"])
         rid = undo["rid"]
@@ -1041,7 +994,8 @@ class Model:
             else:
                 unit[key][rid] = value
 
-    def _after_hook(self, name: str, event: Mapping[str, Any]) -> None:
+    def after_hook(self, name: str, event: Mapping[str, Any]) -> None:
+        """What Juju changes once the hook succeeded (a broken relation goes, start starts)."""
         unit = self.units[name]
         if event["name"] == "relation_broken":
             unit["relations"].remove(event["relation"])
@@ -1051,473 +1005,6 @@ class Model:
         elif event["name"] == "start":
             unit["started"] = True
             unit["timer"] = time.time()
-
-    # -- running -------------------------------------------------------------------------
-
-    def _prepare(self, name: str) -> Hook | str:
-        """Get unit ``name``'s next hook ready to run.
-
-        Internal steps and hooks that no longer apply at the head of its queue are carried
-        out or dropped first. Returns ``waiting`` (the unit waits for its subordinates to
-        go) or ``skipped`` (nothing left to run) instead when there is no hook to run.
-        """
-        unit = self.units[name]
-        while unit["queue"]:
-            event = unit["queue"][0]
-            if event["name"].startswith("_"):
-                unit["queue"].pop(0)
-                if not self._internal(name, event):
-                    unit["queue"].insert(0, event)
-                    return "waiting"
-                if name not in self.units:
-                    return "skipped"  # the unit is gone
-                continue
-            if self._skip(name, event):
-                unit["queue"].pop(0)
-                continue
-            return self._start_hook(name, event)
-        return "skipped"
-
-    def _start_hook(self, name: str, event: Mapping[str, Any]) -> Hook:
-        """Unit ``name`` starts ``event``'s hook."""
-        undo = self._before_hook(name, event)
-        request = self.request(name, event)
-        self.units[name]["agent"] = "executing"
-        return Hook(name, event, request, undo)
-
-    def _run(
-        self, machine: Machine, request: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], float, float]:
-        """Run the hook of ``request`` on ``machine``: (result, start, end).
-
-        Runs on a worker thread: it neither reads nor changes the model.
-        """
-        started = time.time()
-        result = self.run_hook(machine, request)
-        return result, started, time.time()
-
-    def _finish(
-        self, hook: Hook, run: tuple[dict[str, Any], float, float]
-    ) -> tuple[str, dict[str, Any]]:
-        """Keep what the hook did (nothing when it failed): (outcome, result).
-
-        The outcome is ``changed`` or ``unchanged`` (the hook ran and changed something in
-        the model or not) or ``failed``.
-        """
-        name, event, request, undo = hook
-        result, started, ended = run
-        self.s["hooks_run"] += 1
-        self._log(name, event, result, started, ended)
-        unit = self.units[name]
-        if "error" in result:
-            self._undo_before_hook(name, undo)  # a failed hook changes nothing
-            if event["name"] != "action":  # an action is not retried
-                self._failed(name, event, result["error"])
-            return "failed", result
-        if "action_failed" in result:
-            return "unchanged", result
-        changed = self.apply(name, request, result)
-        if event["name"] != "action":
-            unit["queue"].pop(0)
-            self._after_hook(name, event)
-            unit.update(agent="idle", attempts=0, error=None)
-        return ("changed" if changed else "unchanged"), result
-
-    def _log(
-        self,
-        name: str,
-        event: Mapping[str, Any],
-        result: Mapping[str, Any],
-        started: float,
-        ended: float,
-    ) -> None:
-        """Log the hook in ``logs/unit-<app>-<n>.log`` and in :data:`HOOK_LOG`.
-
-        The unit's log gets the hook and what the charm logged; :data:`HOOK_LOG` a JSON line:
-        unit, machine, hook, the runner's round, endpoint, outcome, start and end times,
-        hook-tool calls.
-        """
-        what = event.get("action") or event["name"].replace("_", "-")
-        detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("name", "params"))
-        outcome = "failed" if ("error" in result or "action_failed" in result) else "ok"
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        lines = [f"{stamp} {what} ({detail}) {outcome}", *result.get("log", [])]
-        if "error" in result:
-            lines.append(result["error"])
-        logs = os.path.join(self.root, "logs")
-        os.makedirs(logs, exist_ok=True)
-        with open(os.path.join(logs, f"unit-{name.replace('/', '-')}.log"), "a") as f:
-            f.write("\n".join(lines) + "\n")
-        record = {
-            "unit": name,
-            "machine": self.units[name]["machine"],
-            "hook": what,
-            "round": self.s.get("rounds", 0),
-            "endpoint": self._endpoint_of(name, event.get("relation")),
-            "outcome": outcome,
-            "started": round(started, 3),
-            "ended": round(ended, 3),
-            "tool_calls": result.get("tool_calls", {}),
-        }
-        with open(os.path.join(logs, HOOK_LOG), "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _endpoint_of(self, name: str, rid: Any) -> str | None:
-        """Unit ``name``'s endpoint of relation ``rid`` (None: no relation, or gone)."""
-        if rid is None or str(rid) not in self.relations:
-            return None
-        return str(self._local_endpoint(str(rid), self.units[name]["app"])["endpoint"])
-
-    def round(self, names: list[str]) -> dict[str, str]:
-        """The next hook of each of ``names`` (units of different machines), all at once.
-
-        What can change the model happens here, in ``names``' order: getting each hook
-        ready, then keeping each one's result. Only the hooks themselves run at the same
-        time, each on its own machine (on worker threads). Returns every unit's outcome:
-        ``changed``, ``unchanged``, ``failed``, ``skipped`` or ``waiting`` (see
-        :meth:`_prepare`, :meth:`_finish`).
-        """
-        machines = [self.units[n]["machine"] for n in names]
-        if len(set(machines)) != len(machines):
-            raise ModelError(f"one hook at a time per machine: {names} share machines")
-        self.s["rounds"] = self.s.get("rounds", 0) + 1
-        outcomes: dict[str, str] = {}
-        ready = []
-        for name in names:
-            prepared = self._prepare(name)
-            if isinstance(prepared, str):
-                outcomes[name] = prepared
-            else:
-                ready.append(prepared)
-        self.save()
-        if not ready:
-            return outcomes
-        with concurrent.futures.ThreadPoolExecutor(len(ready)) as pool:
-            runs = [pool.submit(self._run, self.machine_of(h.name), h.request) for h in ready]
-            done = [future.result() for future in runs]
-        for hook, run in zip(ready, done, strict=True):
-            outcomes[hook.name] = self._end(hook, run)
-        self.save()
-        self._report()
-        return outcomes
-
-    def _end(self, hook: Hook, run: tuple[dict[str, Any], float, float]) -> str:
-        """Keep what a queued hook did (:meth:`_finish`); its outcome."""
-        name, event = hook.name, hook.event
-        outcome, _ = self._finish(hook, run)
-        if event["name"] == "update_status":
-            self.units[name]["timer"] = time.time()
-            if outcome == "failed":  # not retried: Juju's timer comes back
-                self.units[name]["queue"].pop(0)
-        if outcome != "unchanged":
-            self.changing.add(name)
-        return outcome
-
-    def _report(self) -> None:
-        """Tell :attr:`progress` of every unit whose agent or workload status changed."""
-        if self.progress is None:
-            return
-        for name, unit in self.units.items():
-            shown = (unit["agent"], *unit["status"])
-            if self._shown.get(name) == shown:
-                continue
-            self._shown[name] = shown
-            agent, workload, message = shown
-            self.progress(
-                f"{time.monotonic() - self._since:6.1f}s  {self.s['hooks_run']:4d} hooks  "
-                f"{name}: {workload}{': ' + message if message else ''} ({agent})"
-            )
-
-    def step(self, name: str) -> str:
-        """Run the next queued hook (or internal step) of unit ``name``; its outcome."""
-        return self.round([name])[name]
-
-    def _failed(self, name: str, event: Mapping[str, Any], error: str) -> None:
-        unit = self.units[name]
-        hook = event["name"].replace("_", "-")
-        unit["attempts"] += 1
-        unit["agent"] = "error"
-        unit["error"] = f'hook failed: "{hook}": {error.strip().splitlines()[-1]}'
-        unit["error_detail"] = error
-        unit["retry_at"] = time.time() + 2.0 ** unit["attempts"]
-
-    @staticmethod
-    def _retrying(unit: Mapping[str, Any]) -> bool:
-        return (
-            unit["agent"] == "error" and bool(unit["queue"]) and unit["attempts"] < HOOK_ATTEMPTS
-        )
-
-    def _runnable(self) -> list[str]:
-        now = time.time()
-        return [
-            name
-            for name, unit in self.units.items()
-            if unit["queue"]
-            and (unit["agent"] != "error" or self._retrying(unit))
-            and unit["retry_at"] <= now
-            and not self._down(name)
-        ]
-
-    def _pick(self, runnable: list[str]) -> list[str]:
-        """One unit per machine (Juju's machine lock), in an order drawn from the seed."""
-        order = sorted(runnable)
-        draw = random.Random(f"{self.seed}/{self.s.get('rounds', 0)}")  # noqa: S311
-        draw.shuffle(order)  # an order, not a secret
-        picked: dict[str, str] = {}
-        for name in order:
-            picked.setdefault(self.units[name]["machine"], name)
-        return list(picked.values())
-
-    def _timed(self, name: str) -> bool:
-        """Whether unit ``name``'s ``update-status`` timer runs."""
-        unit = self.units[name]
-        return (
-            unit["started"]
-            and unit["life"] == "alive"
-            and unit["agent"] != "error"
-            and not self._down(name)
-        )
-
-    def _timer_dues(self) -> dict[str, float]:
-        """When each timed unit's ``update-status`` timer falls due (epoch seconds)."""
-        interval = self.update_status_interval
-        return {
-            name: unit.get("timer", 0.0) + interval
-            for name, unit in self.units.items()
-            if self._timed(name)
-        }
-
-    def _next_timer(self) -> float | None:
-        """When the next ``update-status`` timer falls due (epoch seconds).
-
-        A timer already due counts a full interval from now: :meth:`_fire_timers` queued it.
-        """
-        now, interval = time.time(), self.update_status_interval
-        dues = [due if due > now else now + interval for due in self._timer_dues().values()]
-        return min(dues, default=None)
-
-    def _fire_timers(self) -> None:
-        """Queue ``update-status`` on every unit whose timer is due."""
-        now = time.time()
-        for name, due in self._timer_dues().items():
-            if due <= now:
-                self._queue(name, _event("update_status"))
-
-    def _next_retry(self) -> float | None:
-        """When the first failed hook that will be retried falls due (epoch seconds)."""
-        return min((u["retry_at"] for u in self.units.values() if self._retrying(u)), default=None)
-
-    def _await_retry(self, deadline: float) -> bool:
-        """Sleep until the next retry falls due (not past ``deadline``); False: none to come."""
-        retry = self._next_retry()
-        if retry is None or time.monotonic() >= deadline:
-            return False
-        time.sleep(max(0.0, min(retry - time.time(), deadline - time.monotonic())))
-        return True
-
-    def _run_queued(self, deadline: float) -> bool:
-        """Run queued hooks until none can run; whether any changed.
-
-        Free-running (:meth:`_run_free`) unless the model was deployed with a seed to
-        repeat (:meth:`_run_rounds`).
-        """
-        if self.s.get("lockstep", True):
-            return self._run_rounds(deadline)
-        return self._run_free(deadline)
-
-    def _run_free(self, deadline: float) -> bool:
-        """Run queued hooks as Juju's agents do, until none can run; whether any changed.
-
-        Each machine starts its next hook as soon as its last one ended, whatever the other
-        machines are doing. Only the hooks run at the same time (on worker threads); the
-        model changes on this thread, as each hook starts and ends. Which unit of a machine
-        goes next is drawn from the seed, but the interleaving follows the hooks' durations.
-        """
-        changed = False
-        waiting: set[str] = set()  # they wait for another unit: let their machine run it
-        running: Running = {}
-        with concurrent.futures.ThreadPoolExecutor(max(1, len(self.lab.machines()))) as pool:
-            while True:
-                progressed = time.monotonic() < deadline and self._start_free(
-                    pool, running, waiting
-                )
-                if running:
-                    changed |= self._end_first(running)
-                    waiting.clear()
-                    continue
-                if progressed:
-                    waiting.clear()
-                    continue
-                if not self._await_retry(deadline):
-                    return changed
-
-    def _start_free(
-        self, pool: concurrent.futures.Executor, running: Running, waiting: set[str]
-    ) -> bool:
-        """Start the next hook on every machine that runs none; whether internal steps ran."""
-        self._fire_timers()
-        busy = {self.units[hook.name]["machine"] for hook in running.values()}
-        free = [n for n in self._runnable() if n not in waiting]
-        free = [n for n in free if self.units[n]["machine"] not in busy]
-        if not free:
-            return False
-        self.s["rounds"] = self.s.get("rounds", 0) + 1
-        progressed = False
-        for name in self._pick(free):
-            prepared = self._prepare(name)
-            if prepared == "waiting":
-                waiting.add(name)
-            elif isinstance(prepared, str):
-                progressed = True  # internal steps were carried out, or dropped hooks
-            else:
-                running[pool.submit(self._run, self.machine_of(name), prepared.request)] = prepared
-        self.save()
-        return progressed
-
-    def _end_first(self, running: Running) -> bool:
-        """Keep what the first hooks to end did; whether any changed something.
-
-        Returns early (nothing ended) when a retry or an update-status timer falls due.
-        """
-        due = [d for d in (self._next_retry(), self._next_timer()) if d is not None]
-        done, _ = concurrent.futures.wait(
-            running,
-            timeout=max(0.0, min(due, default=time.time() + 60.0) - time.time()) + 0.01,
-            return_when=concurrent.futures.FIRST_COMPLETED,
-        )
-        changed = False
-        for future in done:
-            outcome = self._end(running.pop(future), future.result())
-            changed |= outcome in ("changed", "failed")
-        self.save()
-        self._report()
-        return changed
-
-    def _run_rounds(self, deadline: float) -> bool:
-        """Run queued hooks in rounds (:meth:`round`) until none can run; whether any changed.
-
-        The model's seed repeats the interleaving.
-        """
-        changed = False
-        waiting: set[str] = set()  # they wait for another unit: let their machine run it
-        while time.monotonic() < deadline:
-            self._fire_timers()
-            picked = self._pick([n for n in self._runnable() if n not in waiting])
-            if picked:
-                outcomes = self.round(picked)
-                changed |= any(o in ("changed", "failed") for o in outcomes.values())
-                waiting |= {n for n, o in outcomes.items() if o == "waiting"}
-                if any(o != "waiting" for o in outcomes.values()):
-                    waiting.clear()
-                continue
-            if not self._await_retry(deadline):
-                return changed
-        return changed
-
-    def _busy(self) -> list[str]:
-        """Units that still have something to do (hooks to run or retry, transient status)."""
-        return [
-            name
-            for name, unit in self.units.items()
-            if not self._down(name)
-            and (
-                self._retrying(unit)
-                or (unit["queue"] and unit["agent"] != "error")
-                or (unit["life"] == "alive" and unit["status"][0] in TRANSIENT)
-            )
-        ]
-
-    def unsettled(self) -> list[str]:
-        """The units still changing, each with why (for the bound's error)."""
-        lines = []
-        for name, unit in self.units.items():
-            why = []
-            if unit["queue"]:
-                why.append(f"{len(unit['queue'])} hook(s) queued, next {unit['queue'][0]['name']}")
-            if unit["status"][0] in TRANSIENT:
-                why.append(f"{unit['status'][0]}: {unit['status'][1]}")
-            if name in self.changing:
-                why.append("its last hooks changed the model")
-            if why:
-                lines.append(f"{name} ({'; '.join(why)})")
-        return lines
-
-    def stuck(self) -> list[str]:
-        """Units in error whose failed hook used up its retries, each with the error."""
-        return [
-            f"{name}: {unit['error']}"
-            for name, unit in self.units.items()
-            if unit["agent"] == "error" and not self._retrying(unit)
-        ]
-
-    def settle(self, timeout: float = DEFAULT_TIMEOUT, idle_period: float = 0.0) -> list[str]:
-        """Run hooks until the model is idle (and has stayed idle for ``idle_period`` s).
-
-        Idle: no unit has hooks to run or retry or a ``maintenance``/``waiting`` status.
-        Until then (and through ``idle_period``), the ``update-status`` timers that fall due
-        run their hooks; one that changes something starts ``idle_period`` again.
-
-        Returns:
-            The units left in error (their failed hook used up its retries), as :meth:`stuck`.
-
-        Raises:
-            NotSettledError: still changing after ``timeout`` seconds; names the units.
-        """
-        deadline = time.monotonic() + timeout
-        self._since = time.monotonic()
-        quiet_since: float | None = None  # since when nothing changed and nothing is busy
-        while True:
-            self.changing = set()
-            changed = self._run_queued(deadline)
-            now = time.monotonic()
-            if changed or self._busy():
-                quiet_since = None
-            else:
-                quiet_since = now if quiet_since is None else quiet_since
-                if now - quiet_since >= idle_period:
-                    return self.stuck()
-            if now >= deadline:
-                for unit in self.units.values():  # the timer's hooks that had no turn
-                    unit["queue"] = [e for e in unit["queue"] if e["name"] != "update_status"]
-                self.save()
-                if quiet_since is not None:
-                    return self.stuck()
-                raise NotSettledError(
-                    f"the model did not settle within {timeout:.0f} s "
-                    f"({self.s['hooks_run']} hooks run; hook order: {self.order}); "
-                    "still changing: " + (", ".join(self.unsettled()) or "?")
-                )
-            wake = [deadline]
-            timer = self._next_timer()
-            if timer is not None:
-                wake.append(now + timer - time.time())
-            if quiet_since is not None:
-                wake.append(quiet_since + idle_period)
-            time.sleep(min(max(0.0, min(wake) - now), 10.0))
-
-    # -- actions ---------------------------------------------------------------------------
-
-    def run_action(self, name: str, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Run ``action`` on unit ``name`` now; ``{"results": …}`` or ``{"failed": message}``."""
-        unit = self.unit(name)
-        app = self.apps[unit["app"]]
-        if self._down(name):
-            raise ModelError(f"{name} is on machine {unit['machine']}, which is down")
-        if action not in app["actions"]:
-            known = ", ".join(app["actions"]) or "none"
-            raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
-        agent = unit["agent"]  # an action leaves the unit's hook state as it was
-        event = _event("action", action=action, params=dict(params))
-        hook = self._start_hook(name, event)
-        self.save()
-        _, result = self._finish(hook, self._run(self.machine_of(name), hook.request))
-        self.units[name]["agent"] = agent
-        self.save()
-        if "action_failed" in result:
-            return {"failed": result["action_failed"]}
-        if "error" in result:
-            return {"failed": f"the action's hook failed:\n{result['error']}"}
-        return {"results": result.get("action_results") or {}}
 
     # -- status --------------------------------------------------------------------------
 
@@ -1530,7 +1017,7 @@ class Model:
             agent["message"] = unit["error"]
         if unit["life"] != "alive":
             agent["life"] = unit["life"]
-        if self._down(name):  # as Juju shows a unit whose machine stopped answering
+        if self.down(name):  # as Juju shows a unit whose machine stopped answering
             agent = {"current": "lost", "message": "agent is not communicating with the server"}
             workload = {
                 "current": "unknown",
@@ -1557,7 +1044,7 @@ class Model:
     def _app_relations_status(self, app: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for rid in self._app_relations(app):
-            local = self._local_endpoint(rid, app)["endpoint"]
+            local = self.local_endpoint(rid, app)["endpoint"]
             found.setdefault(local, []).append(self._remote_app(rid, app))
         return found
 

@@ -25,7 +25,8 @@ import pytest
 from lab import hosts, procs
 from lab.build import REPO
 from lab.machines import Lab
-from lab.model import HOOK_LOG, Model
+from lab.model import Model
+from lab.runner import HOOK_LOG, Runner
 
 from ..functional.checks import wait_for
 from .operator import (
@@ -152,9 +153,10 @@ def test_add_unit_joins_a_fourth_member(root: str):
     lab(root, "add-unit", "lxd", "--no-wait")
     # Step the model hook by hook until the issuer hands lxd/3 its join token
     model = Model(root)
+    runner = Runner(model)
     while not join_tokens(model.secrets) and any(u["queue"] for u in model.units.values()):
         for name in [n for n, unit in model.units.items() if unit["queue"]]:
-            model.step(name)
+            runner.step(name)
     (token,) = join_tokens(model.secrets)
     # the token is in a secret the issuer owns, granted to the joiner only, in no databag
     assert token["owner"] == model.s["applications"]["lxd"]["leader"]
@@ -173,7 +175,7 @@ def test_add_unit_joins_a_fourth_member(root: str):
         if not runnable:
             break
         for name in runnable:
-            model.step(name)
+            runner.step(name)
     assert model.units["lxd/3"]["status"][1].startswith("joining failed (Failed to setup")
 
     lab(root, "wait", "--timeout", TIMEOUT)

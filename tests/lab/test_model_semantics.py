@@ -49,7 +49,8 @@ import yaml
 
 from lab.build import REPO
 from lab.machines import IP, Lab
-from lab.model import HOOK_LOG, Model
+from lab.model import Model
+from lab.runner import HOOK_LOG
 
 from .conftest import bundle_model_root
 
