@@ -37,6 +37,7 @@ from lab.build import REPO
 from lab.machines import Lab
 from lab.model import Model, ModelError
 from lab.runner import DEFAULT_TIMEOUT, NotSettledError, Runner
+from lab.status import format_status, status
 
 DEFAULT_ROOT = os.path.join(REPO, ".lab", "model")
 
@@ -53,73 +54,6 @@ def _key_values(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"expected key=value, got {item!r}")
         values[key] = value
     return values
-
-
-# -- output ------------------------------------------------------------------------------
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-def _unit_rows(name: str, unit: dict[str, Any], indent: str = "") -> Iterator[list[str]]:
-    agent = unit["juju-status"]["current"]
-    message = unit["workload-status"]["message"]
-    if unit["juju-status"].get("message"):
-        message = unit["juju-status"]["message"]
-    yield [
-        indent + name + ("*" if unit["leader"] else ""),
-        unit["workload-status"]["current"],
-        agent + (" (dying)" if unit["juju-status"].get("life") else ""),
-        unit["machine"],
-        unit["public-address"],
-        ",".join(unit["open-ports"]),
-        message,
-    ]
-    for sub, record in unit.get("subordinates", {}).items():
-        yield from _unit_rows(sub, record, indent + "  ")
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """``status`` (from :meth:`Model.status`) as tables like ``juju status`` prints."""
-    apps = [["App", "Charm", "Units", "Status", "Message"]]
-    units = [["Unit", "Workload", "Agent", "Machine", "Address", "Ports", "Message"]]
-    for name, app in status["applications"].items():
-        count = len(app.get("units", {})) if "units" in app else "-"
-        apps.append(
-            [
-                name,
-                app["charm"],
-                str(count),
-                app["application-status"]["current"],
-                app["application-status"]["message"],
-            ]
-        )
-        for unit, record in app.get("units", {}).items():
-            units.extend(_unit_rows(unit, record))
-    machines = [["Machine", "State", "Address", "Base", "Network namespace"]]
-    for name, machine in status["machines"].items():
-        base = machine.get("base")
-        machines.append(
-            [
-                name,
-                machine["juju-status"]["current"],
-                machine["dns-name"],
-                f"{base['name']}@{base['channel']}" if base else "-",
-                machine["network-namespace"],
-            ]
-        )
-    model = status["model"]
-    lines = _table(
-        [["Model", "Type", "Hooks run"], [model["name"], model["type"], str(model["hooks-run"])]]
-    )
-    for block in (apps, units, machines):
-        lines += ["", *_table(block)]
-    return "\n".join(lines)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -154,7 +88,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"hook order: {model.order}")
         model.deploy(bundle)
         code = _settle(model, args)
-        print(format_status(model.status()))
+        print(format_status(status(model)))
     return code
 
 
@@ -167,8 +101,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the model's status."""
-    status = Model(args.root).status()
-    print(json.dumps(status, indent=2) if args.format == "json" else format_status(status))
+    found = status(Model(args.root))
+    print(json.dumps(found, indent=2) if args.format == "json" else format_status(found))
     return 0
 
 

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import re
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -141,9 +140,9 @@ class Model:
     def create(cls, root: str, seed: int | None = None) -> Model:
         """A new, empty model (and lab) under ``root``.
 
-        ``seed`` (else ``LAB_SEED``) makes the runner go in lockstep rounds that it orders
-        (:meth:`_pick`): the same seed gives the same interleaving. Without one the machines
-        run freely, and a random seed only picks which unit of a machine goes next.
+        ``seed`` (else ``LAB_SEED``) makes the runner (:mod:`lab.runner`) go in lockstep
+        rounds that it orders: the same seed gives the same interleaving. Without one the
+        machines run freely, and a random seed only picks which unit of a machine goes next.
         """
         if seed is None and os.environ.get("LAB_SEED"):
             seed = int(os.environ["LAB_SEED"])
@@ -271,6 +270,38 @@ class Model:
         record = self.app(name)
         return bundles.charm_application(name, record["charm_dir"], record["options"])
 
+    def secret_view(self, name: str, sid: str) -> dict[str, Any] | None:
+        """Secret ``sid`` as unit ``name`` sees it (``None``: it does not, or it is gone)."""
+        secret = self.secrets.get(sid)
+        if secret is None:
+            return None
+        unit = self.units[name]
+        latest = secret["revision"]
+        base = {"id": sid, "latest": secret["contents"][str(latest)], "latest_revision": latest}
+        owner = "unit" if secret["owner"] == name else None
+        if secret["owner"] == unit["app"]:
+            owner = "app"
+        if owner is not None:
+            grants = {rid: names for rid, names in secret["grants"].items()}
+            return {
+                **base,
+                "owner": owner,
+                "label": secret["label"],
+                "tracked": base["latest"],
+                "tracked_revision": latest,
+                "grants": grants,
+            }
+        granted = {n for names in secret["grants"].values() for n in names}
+        if name not in granted and unit["app"] not in granted:
+            return None
+        seen = secret["observers"].get(name, {"revision": latest, "label": None})
+        return {
+            **base,
+            "label": seen["label"],
+            "tracked": secret["contents"][str(seen["revision"])],
+            "tracked_revision": seen["revision"],
+        }
+
     # -- relation geometry -----------------------------------------------------------------
 
     def local_endpoint(self, rid: str, app: str) -> dict[str, Any]:
@@ -278,15 +309,16 @@ class Model:
         ends = self.relations[rid]["endpoints"]
         return next(e for e in ends if e["app"] == app)
 
-    def _remote_app(self, rid: str, app: str) -> str:
+    def remote_app(self, rid: str, app: str) -> str:
+        """The application at the other end of ``rid`` from ``app`` (``app`` for a peer one)."""
         ends = self.relations[rid]["endpoints"]
         return next((e["app"] for e in ends if e["app"] != app), app)
 
-    def _visible(self, rid: str, a: str, b: str) -> bool:
+    def visible(self, rid: str, a: str, b: str) -> bool:
         """Whether units ``a`` and ``b`` (different units) see each other in relation ``rid``."""
         relation = self.relations[rid]
         ua, ub = self.units[a], self.units[b]
-        if self._remote_app(rid, ua["app"]) != ub["app"]:
+        if self.remote_app(rid, ua["app"]) != ub["app"]:
             return False
         if relation["scope"] != "container" or len(relation["endpoints"]) == 1:
             return True
@@ -347,7 +379,7 @@ class Model:
         }
         return rid
 
-    def _dying(self, rid: str) -> bool:
+    def dying(self, rid: str) -> bool:
         """Whether relation ``rid`` is being removed (models saved before it had no life)."""
         return self.relations[rid].get("life", "alive") != "alive"
 
@@ -363,7 +395,7 @@ class Model:
         }
         for rid, record in self.relations.items():
             if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
-                if self._dying(rid):
+                if self.dying(rid):
                     raise ModelError(
                         f"relation {relation.a} - {relation.b} is being removed: "
                         "'lab wait' until it is gone, then relate again"
@@ -419,7 +451,7 @@ class Model:
             "address": self.lab.machine(machine).address,
         }
         self.queue(name, make_event("install"))
-        joining = [rid for rid in self._app_relations(app) if not self._dying(rid)]
+        joining = [rid for rid in self._app_relations(app) if not self.dying(rid)]
         for rid in joining:
             self.queue(name, make_event("relation_created", relation=rid))
         if record["leader"] is None:
@@ -528,7 +560,7 @@ class Model:
         relation = self.relations[rid]
         if len(relation["endpoints"]) == 1:
             raise ModelError(f"{self._describe(rid)} is a peer relation: it cannot be removed")
-        if self._dying(rid):
+        if self.dying(rid):
             raise ModelError(f"relation {self._describe(rid)} is already being removed")
         relation["life"] = "dying"
         if relation["scope"] == "container":
@@ -543,7 +575,7 @@ class Model:
             if rid in unit["relations"]:
                 self.queue(name, make_event(LEAVE, relation=rid))
                 self.queue(name, make_event("relation_broken", relation=rid))
-        self._forget_if_done(rid)
+        self.forget_if_done(rid)
         self.save()
 
     def _remove_subordinates(self, rid: str) -> None:
@@ -555,7 +587,7 @@ class Model:
         (sub_app,) = subs
         (principal_app,) = [app for app in ends if app != sub_app]
         for other, record in self.relations.items():
-            if other != rid and record["scope"] == "container" and not self._dying(other):
+            if other != rid and record["scope"] == "container" and not self.dying(other):
                 if {e["app"] for e in record["endpoints"]} == set(ends):
                     return  # still tied by another container-scoped relation
         for name, unit in self.units.items():
@@ -564,9 +596,9 @@ class Model:
                 if principal is not None and principal["app"] == principal_app:
                     self._start_leaving(name)
 
-    def _forget_if_done(self, rid: str) -> None:
+    def forget_if_done(self, rid: str) -> None:
         """Forget dying relation ``rid`` once no unit takes part in it any more."""
-        if rid not in self.relations or not self._dying(rid):
+        if rid not in self.relations or not self.dying(rid):
             return
         if not any(rid in unit["relations"] for unit in self.units.values()):
             self._forget_relation(rid)
@@ -616,482 +648,3 @@ class Model:
             raise ModelError(f"{name} is not in error")
         unit["attempts"], unit["retry_at"], unit["agent"] = 0, 0.0, "idle"
         self.save()
-
-    # -- hook requests ---------------------------------------------------------------------
-
-    def _relation_request(self, name: str, rid: str) -> dict[str, Any]:
-        unit = self.units[name]
-        relation = self.relations[rid]
-        local = self.local_endpoint(rid, unit["app"])
-        remote_app = self._remote_app(rid, unit["app"])
-        peer = len(relation["endpoints"]) == 1
-        scope = self.apps[unit["app"]]["endpoints"][local["endpoint"]]["scope"]
-        kind = "peer" if peer else ("subordinate" if scope == "container" else "regular")
-        return {
-            "kind": kind,
-            "endpoint": local["endpoint"],
-            "id": int(rid),
-            "interface": relation["interface"],
-            "remote_app": remote_app,
-            "local_app_data": relation["app_data"][unit["app"]],
-            "local_unit_data": unit["data"].get(rid, {}),
-            "remote_app_data": relation["app_data"][remote_app],
-            "remote_units": {
-                str(unit_number(v)): self.units[v]["data"].get(rid, {})
-                for v in unit["seen"].get(rid, [])
-                if v in self.units
-            },
-        }
-
-    def _secret_request(self, name: str, sid: str) -> dict[str, Any] | None:
-        """Secret ``sid`` as unit ``name`` sees it (``None``: it does not, or it is gone)."""
-        secret = self.secrets.get(sid)
-        if secret is None:
-            return None
-        unit = self.units[name]
-        latest = secret["revision"]
-        base = {"id": sid, "latest": secret["contents"][str(latest)], "latest_revision": latest}
-        owner = "unit" if secret["owner"] == name else None
-        if secret["owner"] == unit["app"]:
-            owner = "app"
-        if owner is not None:
-            grants = {rid: names for rid, names in secret["grants"].items()}
-            return {
-                **base,
-                "owner": owner,
-                "label": secret["label"],
-                "tracked": base["latest"],
-                "tracked_revision": latest,
-                "grants": grants,
-            }
-        granted = {n for names in secret["grants"].values() for n in names}
-        if name not in granted and unit["app"] not in granted:
-            return None
-        seen = secret["observers"].get(name, {"revision": latest, "label": None})
-        return {
-            **base,
-            "label": seen["label"],
-            "tracked": secret["contents"][str(seen["revision"])],
-            "tracked_revision": seen["revision"],
-        }
-
-    def request(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
-        """What unit ``name``'s hook for ``event`` is given (see :mod:`lab.dispatch`)."""
-        unit = self.units[name]
-        app = self.apps[unit["app"]]
-        hook_event = dict(event)
-        if "departing_unit" in hook_event:
-            hook_event["departing_unit_name"] = hook_event["departing_unit"]
-        for key in ("remote_unit", "departing_unit"):
-            if key in hook_event:
-                hook_event[key] = unit_number(hook_event[key])
-        if "relation" in hook_event:
-            hook_event["relation_id"] = int(hook_event.pop("relation"))
-        secrets = [self._secret_request(name, sid) for sid in self.secrets]
-        return {
-            "charm_dir": app["run_dir"],
-            "app": unit["app"],
-            "unit_id": unit_number(name),
-            "machine": unit["machine"],
-            "principal": unit["principal"],
-            "leader": app["leader"] == name,
-            "config": app["config"],
-            "bindings": {binding: unit["address"] for binding in app["bindings"]},
-            "relations": [self._relation_request(name, rid) for rid in unit["relations"]],
-            "secrets": [s for s in secrets if s is not None],
-            "model": self.s.get("model", {}),
-            "event": hook_event,
-            "ports": unit["ports"],  # Juju keeps them open until the charm closes them
-            # What the hook tools (lab.hooktools) answer from.
-            "endpoints": sorted(app["endpoints"]),
-            "app_units": {
-                n: ("active" if u["life"] == "alive" else "dying")
-                for n, u in self.units.items()
-                if u["app"] == unit["app"]
-            },
-            "status": unit["status"],
-            "app_status": app["status"],
-            "state": unit.get("state", {}),
-        }
-
-    # -- applying a hook's result ------------------------------------------------------------
-
-    def _apply_relation(self, name: str, rid: str, out: Mapping[str, Any]) -> bool:
-        unit = self.units[name]
-        relation = self.relations[rid]
-        changed = False
-        # A dying relation changes nothing for the others: Juju's uniter sees it empty.
-        dying = self._dying(rid)
-        data = out["local_unit_data"]
-        if data != unit["data"].get(rid, {}):
-            unit["data"][rid] = data
-            changed = True
-            for other in [] if dying else list(self.units):
-                if name in self.units[other]["seen"].get(rid, []):
-                    self.queue(
-                        other, make_event("relation_changed", relation=rid, remote_unit=name)
-                    )
-        app_data = out.get("local_app_data")
-        if app_data is not None and app_data != relation["app_data"][unit["app"]]:
-            relation["app_data"][unit["app"]] = app_data
-            changed = True
-            for other in [] if dying else relation["members"]:
-                # A unit that has seen no remote unit join yet reads the application data
-                # in the relation-changed that follows its first relation-joined (ops and
-                # Scenario have no relation-changed without any remote unit).
-                seen = self.units[other]["seen"].get(rid, [])
-                if other != name and seen and self._visible(rid, name, other):
-                    self.queue(other, make_event("relation_changed", relation=rid))
-        return changed
-
-    def _apply_owned_secret(self, name: str, out: Mapping[str, Any]) -> bool:
-        unit = self.units[name]
-        owner = name if out["owner"] == "unit" else unit["app"]
-        sid = out["id"]
-        secret = self.secrets.get(sid)
-        if secret is None:
-            self.secrets[sid] = {
-                "owner": owner,
-                "revision": 1,
-                "contents": {"1": out["latest"]},
-                "label": out["label"],
-                "grants": out["grants"],
-                "observers": {},
-            }
-            return True
-        before = json.dumps(secret, sort_keys=True)
-        if out["latest"] != secret["contents"][str(secret["revision"])]:
-            secret["revision"] += 1
-            secret["contents"][str(secret["revision"])] = out["latest"]
-            for observer, seen in secret["observers"].items():
-                if observer in self.units and seen["revision"] < secret["revision"]:
-                    self.queue(observer, make_event("secret_changed", secret_id=sid))
-        secret["label"], secret["grants"] = out["label"], out["grants"]
-        return json.dumps(secret, sort_keys=True) != before
-
-    def _apply_secrets(self, name: str, request: Mapping[str, Any], result: Mapping[str, Any]):
-        unit = self.units[name]
-        leader = self.apps[unit["app"]]["leader"] == name
-        changed = False
-        returned = {s["id"]: s for s in result.get("secrets", [])}
-        for given in request["secrets"]:
-            manages = given.get("owner") == "unit" or (given.get("owner") == "app" and leader)
-            if manages and given["id"] not in returned:
-                del self.secrets[given["id"]]  # the owner removed it
-                changed = True
-        for sid, out in returned.items():
-            if out["owner"] == "unit" or (out["owner"] == "app" and leader):
-                changed |= self._apply_owned_secret(name, out)
-            elif out["owner"] is None and sid in self.secrets:
-                secret = self.secrets[sid]
-                tracked = next(
-                    rev
-                    for rev, content in sorted(
-                        secret["contents"].items(), key=lambda kv: -int(kv[0])
-                    )
-                    if content == out["tracked"]
-                )
-                seen = {"revision": int(tracked), "label": out["label"]}
-                changed |= secret["observers"].get(name) != seen
-                secret["observers"][name] = seen
-        return changed
-
-    def apply(self, name: str, request: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
-        """Keep what Juju keeps of a successful hook; queue the hooks it causes.
-
-        Returns:
-            Whether anything changed (databags, secrets, statuses, ports).
-        """
-        unit = self.units[name]
-        app = self.apps[unit["app"]]
-        changed = False
-        for rid, out in result["relations"].items():
-            if rid in self.relations:
-                changed |= self._apply_relation(name, rid, out)
-        changed |= self._apply_secrets(name, request, result)
-        status = list(result["unit_status"])
-        if status != unit["status"] or result["opened_ports"] != unit["ports"]:
-            unit["status"], unit["ports"] = status, result["opened_ports"]
-            changed = True
-        if "state" in result:  # Juju's unit state (state-set): kept, no hook follows from it
-            unit["state"] = result["state"]
-        if result.get("app_status") and list(result["app_status"]) != app["status"]:
-            app["status"] = list(result["app_status"])
-            changed = True
-        return changed
-
-    # -- internal steps -------------------------------------------------------------------
-
-    def _enter(self, name: str, rid: str) -> None:
-        """Unit ``name`` enters relation ``rid``'s scope.
-
-        It and every unit in scope that it sees get ``relation-joined`` and
-        ``relation-changed`` for each other.
-        """
-        if rid not in self.relations or self._dying(rid):
-            return  # removed before this unit could enter it
-        relation = self.relations[rid]
-        if name in relation["members"]:
-            return
-        for other in relation["members"]:
-            if self._visible(rid, name, other):
-                for a, b in ((name, other), (other, name)):
-                    self.queue(a, make_event("relation_joined", relation=rid, remote_unit=b))
-                    self.queue(a, make_event("relation_changed", relation=rid, remote_unit=b))
-        relation["members"].append(name)
-        self._add_subordinates(name, rid)
-
-    def _add_subordinates(self, name: str, rid: str) -> None:
-        """A principal entering a container-scoped relation gets its subordinate unit."""
-        relation = self.relations[rid]
-        unit = self.units[name]
-        sub_app = self._remote_app(rid, unit["app"])
-        if relation["scope"] != "container" or unit["principal"] is not None:
-            return
-        if not self.apps[sub_app]["subordinate"] or unit["life"] != "alive":
-            return
-        if not any(
-            u["principal"] == name and u["app"] == sub_app and u["life"] == "alive"
-            for u in self.units.values()
-        ):  # one that is still going (its relation was removed) does not count
-            self.add_unit(sub_app, machine=unit["machine"], principal=name)
-
-    def _leave(self, name: str, rid: str) -> None:
-        """Unit ``name`` leaves relation ``rid``'s scope: departed hooks on both sides.
-
-        It gets ``relation-departed`` for every unit it has seen join and not seen depart
-        (in scope or not); every unit in scope that has seen it gets one for it, ahead of its
-        own teardown when it is dying too (its queue ends with its removal).
-
-        From a dying relation (``remove-relation``) every unit leaves on its own: it departs
-        the units it has seen in name order (Juju's uniter sorts them), and the departing
-        unit is the remote one unless this unit is dying itself (as Juju's uniter decides).
-        """
-        relation = self.relations[rid]
-        if name in relation["members"]:
-            relation["members"].remove(name)
-        dying = self._dying(rid)
-        for other in [] if dying else relation["members"]:
-            if name in self.units[other]["seen"].get(rid, []):
-                event = make_event(
-                    "relation_departed", relation=rid, remote_unit=name, departing_unit=name
-                )
-                self.queue(other, event, front=self.units[other]["life"] != "alive")
-        seen = self.units[name]["seen"].get(rid, [])
-        alive = self.units[name]["life"] == "alive"
-        departing = [
-            make_event(
-                "relation_departed",
-                relation=rid,
-                remote_unit=other,
-                departing_unit=other if dying and alive else name,
-            )
-            for other in (sorted(seen) if dying else seen)
-        ]
-        for event in reversed(departing):
-            self.queue(name, event, front=True)
-
-    def _gone(self, name: str) -> bool:
-        """Unit ``name`` has run ``remove``: forget it, wipe its machine, elect a new leader.
-
-        Returns:
-            False while the unit's subordinates are still there (it waits for them).
-        """
-        if any(u["principal"] == name for u in self.units.values()):
-            return False
-        unit = self.units.pop(name)
-        for relation in self.relations.values():
-            if name in relation["members"]:
-                relation["members"].remove(name)
-        for sid in [s for s, record in self.secrets.items() if record["owner"] == name]:
-            del self.secrets[sid]
-        for secret in self.secrets.values():
-            secret["observers"].pop(name, None)
-        if not any(u["machine"] == unit["machine"] for u in self.units.values()):
-            self.save()
-            left = self.lab.destroy_machine(unit["machine"])
-            if left:
-                raise ModelError(f"machine {unit['machine']} could not be wiped: {left}")
-        app = self.apps[unit["app"]]
-        if app["leader"] == name:
-            alive = self.alive_units(unit["app"])
-            app["leader"] = alive[0] if alive else None
-            if alive:
-                self.queue(alive[0], make_event("leader_elected"))
-        return True
-
-    def internal(self, name: str, event: Mapping[str, Any]) -> bool:
-        """Carry out an internal step; False when it has to wait."""
-        if event["name"] == ENTER:
-            self._enter(name, event["relation"])
-        elif event["name"] == LEAVE:
-            self._leave(name, event["relation"])
-        else:
-            return self._gone(name)
-        return True
-
-    def skip(self, name: str, event: Mapping[str, Any]) -> bool:
-        """Whether ``event`` no longer applies (a remote unit left before it could run).
-
-        A secret event whose secret was removed (or is no longer granted) since it was
-        queued is dropped too: Juju has nothing to tell the unit about it.
-        """
-        if "secret_id" in event:
-            return self._secret_request(name, event["secret_id"]) is None
-        rid = event.get("relation")
-        if rid is None:
-            return False
-        if rid not in self.relations:
-            return True
-        members = self.relations[rid]["members"]
-        remote = event.get("remote_unit")
-        if remote is None:  # an application databag changed
-            return event["name"] == "relation_changed" and name not in members
-        seen = self.units[name]["seen"].get(rid, [])
-        if event["name"] == "relation_joined":
-            return remote not in members or remote in seen
-        return remote not in seen
-
-    def before_hook(self, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
-        """What Juju changes as the hook starts (``relation-list`` and relation membership).
-
-        Returns what :meth:`undo_before_hook` needs to take it back (the hook failed).
-        """
-        unit = self.units[name]
-        rid = event.get("relation")
-        undo = {
-            "relations": list(unit["relations"]),
-            "rid": rid,
-            "data": json.dumps(unit["data"].get(rid)),
-            "seen": json.dumps(unit["seen"].get(rid)),
-        }
-        if event["name"] == "relation_created" and rid not in unit["relations"]:
-            unit["relations"].append(rid)
-            address = unit["address"]  # what Juju puts in every unit databag
-            unit["data"].setdefault(
-                rid,
-                {
-                    "ingress-address": address,
-                    "private-address": address,
-                    "egress-subnets": f"{address}/32",
-                },
-            )
-        elif event["name"] == "relation_joined":
-            unit["seen"].setdefault(rid, []).append(event["remote_unit"])
-        elif event["name"] == "relation_departed":
-            unit["seen"][rid].remove(event["remote_unit"])
-        return undo
-
-    def undo_before_hook(self, name: str, undo: Mapping[str, Any]) -> None:
-        """Take back what :meth:`before_hook` changed (only this unit's own records)."""
-        unit = self.units[name]
-        unit["relations"] = list(undo["relations"])
-        rid = undo["rid"]
-        for key in ("data", "seen"):
-            value = json.loads(undo[key])
-            if value is None:
-                unit[key].pop(rid, None)
-            else:
-                unit[key][rid] = value
-
-    def after_hook(self, name: str, event: Mapping[str, Any]) -> None:
-        """What Juju changes once the hook succeeded (a broken relation goes, start starts)."""
-        unit = self.units[name]
-        if event["name"] == "relation_broken":
-            unit["relations"].remove(event["relation"])
-            unit["data"].pop(event["relation"], None)
-            unit["seen"].pop(event["relation"], None)
-            self._forget_if_done(event["relation"])
-        elif event["name"] == "start":
-            unit["started"] = True
-            unit["timer"] = time.time()
-
-    # -- status --------------------------------------------------------------------------
-
-    def _unit_status(self, name: str) -> dict[str, Any]:
-        unit = self.units[name]
-        app = self.apps[unit["app"]]
-        agent = {"current": unit["agent"]}
-        workload = {"current": unit["status"][0], "message": unit["status"][1]}
-        if unit["error"]:
-            agent["message"] = unit["error"]
-        if unit["life"] != "alive":
-            agent["life"] = unit["life"]
-        if self.down(name):  # as Juju shows a unit whose machine stopped answering
-            agent = {"current": "lost", "message": "agent is not communicating with the server"}
-            workload = {
-                "current": "unknown",
-                "message": f"agent lost, see 'juju show-status-log {name}'",
-            }
-        found: dict[str, Any] = {
-            "workload-status": workload,
-            "juju-status": agent,
-            "leader": app["leader"] == name,
-            "machine": unit["machine"],
-            "public-address": unit["address"],
-            "addresses": {binding: unit["address"] for binding in app["bindings"]},
-            "open-ports": [f"{port}/tcp" for port in unit["ports"]],
-        }
-        subordinates = {
-            sub: self._unit_status(sub)
-            for sub in sorted(self.units, key=lambda n: (self.units[n]["app"], unit_number(n)))
-            if self.units[sub]["principal"] == name
-        }
-        if subordinates:
-            found["subordinates"] = subordinates
-        return found
-
-    def _app_relations_status(self, app: str) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for rid in self._app_relations(app):
-            local = self.local_endpoint(rid, app)["endpoint"]
-            found.setdefault(local, []).append(self._remote_app(rid, app))
-        return found
-
-    def status(self) -> dict[str, Any]:
-        """The model as ``juju status --format json`` shapes it (the fields the lab has)."""
-        apps = {}
-        for name, app in self.apps.items():
-            principals = sorted(
-                (n for n, u in self.units.items() if u["app"] == name and not u["principal"]),
-                key=unit_number,
-            )
-            entry: dict[str, Any] = {
-                "charm": app["charm"],
-                "charm-path": app["charm_dir"],
-                "application-status": {"current": app["status"][0], "message": app["status"][1]},
-                "relations": self._app_relations_status(name),
-            }
-            if app["subordinate"]:
-                entry["subordinate-to"] = sorted(
-                    {
-                        self.units[u["principal"]]["app"]
-                        for u in self.units.values()
-                        if u["app"] == name and u["principal"] in self.units
-                    }
-                )
-            else:
-                entry["units"] = {unit: self._unit_status(unit) for unit in principals}
-            apps[name] = entry
-        machines: dict[str, Any] = {}
-        for m in self.lab.machines():
-            machines[m.name] = {
-                "juju-status": {
-                    "current": "down" if m.name in self.s.get("down", []) else "started"
-                },
-                "dns-name": m.address,
-                "ip-addresses": [m.address],
-                "network-namespace": m.netns,
-            }
-            if m.base is not None:
-                system, _, channel = m.base.partition("@")
-                machines[m.name]["base"] = {"name": system, "channel": channel}
-        return {
-            "model": {
-                "name": "lab",
-                "type": "lab",
-                "hooks-run": self.s["hooks_run"],
-            },
-            "machines": machines,
-            "applications": apps,
-        }

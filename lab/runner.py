@@ -22,7 +22,7 @@ timers that fall due. After the time bound the runner gives up with
 :class:`NotSettledError`, naming the units still changing.
 
 What a hook changes in the model, and which hooks follow from it, is the model's
-(:meth:`Model.apply`, :meth:`Model.before_hook`...); the runner decides only when hooks run.
+(:mod:`lab.hookcontext`, :mod:`lab.uniter`); the runner decides only when hooks run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from lab import dispatch
+from lab import dispatch, hookcontext, uniter
 from lab.machines import Machine
 from lab.model import Model, ModelError, make_event
 
@@ -84,13 +84,13 @@ class Runner:
             event = unit["queue"][0]
             if event["name"].startswith("_"):
                 unit["queue"].pop(0)
-                if not self.model.internal(name, event):
+                if not uniter.internal(self.model, name, event):
                     unit["queue"].insert(0, event)
                     return "waiting"
                 if name not in self.model.units:
                     return "skipped"  # the unit is gone
                 continue
-            if self.model.skip(name, event):
+            if uniter.skip(self.model, name, event):
                 unit["queue"].pop(0)
                 continue
             return self._start_hook(name, event)
@@ -98,8 +98,8 @@ class Runner:
 
     def _start_hook(self, name: str, event: Mapping[str, Any]) -> Hook:
         """Unit ``name`` starts ``event``'s hook."""
-        undo = self.model.before_hook(name, event)
-        request = self.model.request(name, event)
+        undo = uniter.before_hook(self.model, name, event)
+        request = hookcontext.request(self.model, name, event)
         self.model.units[name]["agent"] = "executing"
         return Hook(name, event, request, undo)
 
@@ -128,16 +128,16 @@ class Runner:
         self._log(name, event, result, started, ended)
         unit = self.model.units[name]
         if "error" in result:
-            self.model.undo_before_hook(name, undo)  # a failed hook changes nothing
+            uniter.undo_before_hook(self.model, name, undo)  # a failed hook changes nothing
             if event["name"] != "action":  # an action is not retried
                 self._failed(name, event, result["error"])
             return "failed", result
         if "action_failed" in result:
             return "unchanged", result
-        changed = self.model.apply(name, request, result)
+        changed = hookcontext.apply(self.model, name, request, result)
         if event["name"] != "action":
             unit["queue"].pop(0)
-            self.model.after_hook(name, event)
+            uniter.after_hook(self.model, name, event)
             unit.update(agent="idle", attempts=0, error=None)
         return ("changed" if changed else "unchanged"), result
 

@@ -21,6 +21,7 @@ from lab import machines, procs
 from lab.bundle import load_bundle
 from lab.machines import Lab, Machine
 from lab.model import Model
+from lab.status import status
 
 from .conftest import machine_lab
 
@@ -273,7 +274,7 @@ def test_the_model_gives_a_principal_unit_the_base_of_its_application(tmp_path: 
         assert machine.base == "ubuntu@24.04"
         assert len(model.lab.machines()) == 1  # the subordinate is on its principal's
         assert "VERSION_CODENAME=noble" in _read(machine, "/etc/os-release").splitlines()
-        assert model.status()["machines"][machine.name]["base"] == {
+        assert status(model)["machines"][machine.name]["base"] == {
             "name": "ubuntu",
             "channel": "24.04",
         }

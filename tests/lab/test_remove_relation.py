@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from lab import hookcontext
 from lab.machines import Lab
 from lab.model import Model
 
@@ -165,7 +166,7 @@ def test_the_relation_is_gone_with_its_databags_and_secret_grant(root: str, remo
     ((sid, secret),) = model.secrets.items()
     assert secret["grants"] == {}
     assert CONSUMER not in secret["observers"]
-    assert model.request(CONSUMER, {"name": "update_status"})["secrets"] == []
+    assert hookcontext.request(model, CONSUMER, {"name": "update_status"})["secrets"] == []
     assert model.units[CONSUMER]["status"] == ["active", "no feed"]
 
 
