@@ -109,7 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_add_unit(args: argparse.Namespace) -> int:
     """Add units to a principal application."""
     model = Model(args.root)
-    if model.app(args.application)["subordinate"]:
+    if model.app(args.application).subordinate:
         raise ModelError(f"{args.application} is a subordinate: its units follow its principal")
     if args.num_units < 1:
         raise UsageError("-n must be at least 1")
@@ -131,7 +131,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     """Show an application's config, or change it (validated like a bundle's options)."""
     model = Model(args.root)
     if not args.values:
-        print(yaml.safe_dump(model.app(args.application)["config"], sort_keys=True), end="")
+        print(yaml.safe_dump(model.app(args.application).config, sort_keys=True), end="")
         return 0
     app = model.application(args.application)
     values = {k: bundles.option_value(app, k, v) for k, v in _key_values(args.values).items()}
@@ -157,7 +157,7 @@ def cmd_remove_relation(args: argparse.Namespace) -> int:
 
 
 def _params(model: Model, unit: str, action: str, items: Sequence[str]) -> dict[str, Any]:
-    spec = model.apps[model.unit(unit)["app"]]["actions"].get(action) or {}
+    spec = model.apps[model.unit(unit).app].actions.get(action) or {}
     declared = spec.get("params") or {}
     params: dict[str, Any] = {}
     for key, text in _key_values(items).items():

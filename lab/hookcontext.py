@@ -10,11 +10,12 @@ it: a changed databag → ``relation-changed`` where it is seen, a new secret re
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from lab.model import Model, make_event, unit_number
+from lab.state import SecretRecord
 
 # -- hook requests ---------------------------------------------------------------------
 
@@ -22,23 +23,23 @@ from lab.model import Model, make_event, unit_number
 def _relation_request(model: Model, name: str, rid: str) -> dict[str, Any]:
     unit = model.units[name]
     relation = model.relations[rid]
-    local = model.local_endpoint(rid, unit["app"])
-    remote_app = model.remote_app(rid, unit["app"])
-    peer = len(relation["endpoints"]) == 1
-    scope = model.apps[unit["app"]]["endpoints"][local["endpoint"]]["scope"]
+    local = model.local_endpoint(rid, unit.app)
+    remote_app = model.remote_app(rid, unit.app)
+    peer = len(relation.endpoints) == 1
+    scope = model.apps[unit.app].endpoints[local.endpoint]["scope"]
     kind = "peer" if peer else ("subordinate" if scope == "container" else "regular")
     return {
         "kind": kind,
-        "endpoint": local["endpoint"],
+        "endpoint": local.endpoint,
         "id": int(rid),
-        "interface": relation["interface"],
+        "interface": relation.interface,
         "remote_app": remote_app,
-        "local_app_data": relation["app_data"][unit["app"]],
-        "local_unit_data": unit["data"].get(rid, {}),
-        "remote_app_data": relation["app_data"][remote_app],
+        "local_app_data": relation.app_data[unit.app],
+        "local_unit_data": unit.data.get(rid, {}),
+        "remote_app_data": relation.app_data[remote_app],
         "remote_units": {
-            str(unit_number(v)): model.units[v]["data"].get(rid, {})
-            for v in unit["seen"].get(rid, [])
+            str(unit_number(v)): model.units[v].data.get(rid, {})
+            for v in unit.seen.get(rid, [])
             if v in model.units
         },
     }
@@ -47,7 +48,7 @@ def _relation_request(model: Model, name: str, rid: str) -> dict[str, Any]:
 def request(model: Model, name: str, event: Mapping[str, Any]) -> dict[str, Any]:
     """What unit ``name``'s hook for ``event`` is given (see :mod:`lab.dispatch`)."""
     unit = model.units[name]
-    app = model.apps[unit["app"]]
+    app = model.apps[unit.app]
     hook_event = dict(event)
     if "departing_unit" in hook_event:
         hook_event["departing_unit_name"] = hook_event["departing_unit"]
@@ -58,29 +59,29 @@ def request(model: Model, name: str, event: Mapping[str, Any]) -> dict[str, Any]
         hook_event["relation_id"] = int(hook_event.pop("relation"))
     secrets = [model.secret_view(name, sid) for sid in model.secrets]
     return {
-        "charm_dir": app["run_dir"],
-        "app": unit["app"],
+        "charm_dir": app.run_dir,
+        "app": unit.app,
         "unit_id": unit_number(name),
-        "machine": unit["machine"],
-        "principal": unit["principal"],
-        "leader": app["leader"] == name,
-        "config": app["config"],
-        "bindings": {binding: unit["address"] for binding in app["bindings"]},
-        "relations": [_relation_request(model, name, rid) for rid in unit["relations"]],
+        "machine": unit.machine,
+        "principal": unit.principal,
+        "leader": app.leader == name,
+        "config": app.config,
+        "bindings": {binding: unit.address for binding in app.bindings},
+        "relations": [_relation_request(model, name, rid) for rid in unit.relations],
         "secrets": [s for s in secrets if s is not None],
-        "model": model.s.get("model", {}),
+        "model": model.state.model,
         "event": hook_event,
-        "ports": unit["ports"],  # Juju keeps them open until the charm closes them
+        "ports": unit.ports,  # Juju keeps them open until the charm closes them
         # What the hook tools (lab.hooktools) answer from.
-        "endpoints": sorted(app["endpoints"]),
+        "endpoints": sorted(app.endpoints),
         "app_units": {
-            n: ("active" if u["life"] == "alive" else "dying")
+            n: ("active" if u.life == "alive" else "dying")
             for n, u in model.units.items()
-            if u["app"] == unit["app"]
+            if u.app == unit.app
         },
-        "status": unit["status"],
-        "app_status": app["status"],
-        "state": unit.get("state", {}),
+        "status": unit.status,
+        "app_status": app.status,
+        "state": unit.state,
     }
 
 
@@ -94,21 +95,21 @@ def _apply_relation(model: Model, name: str, rid: str, out: Mapping[str, Any]) -
     # A dying relation changes nothing for the others: Juju's uniter sees it empty.
     dying = model.dying(rid)
     data = out["local_unit_data"]
-    if data != unit["data"].get(rid, {}):
-        unit["data"][rid] = data
+    if data != unit.data.get(rid, {}):
+        unit.data[rid] = data
         changed = True
         for other in [] if dying else list(model.units):
-            if name in model.units[other]["seen"].get(rid, []):
+            if name in model.units[other].seen.get(rid, []):
                 model.queue(other, make_event("relation_changed", relation=rid, remote_unit=name))
     app_data = out.get("local_app_data")
-    if app_data is not None and app_data != relation["app_data"][unit["app"]]:
-        relation["app_data"][unit["app"]] = app_data
+    if app_data is not None and app_data != relation.app_data[unit.app]:
+        relation.app_data[unit.app] = app_data
         changed = True
-        for other in [] if dying else relation["members"]:
+        for other in [] if dying else relation.members:
             # A unit that has seen no remote unit join yet reads the application data
             # in the relation-changed that follows its first relation-joined (ops and
             # Scenario have no relation-changed without any remote unit).
-            seen = model.units[other]["seen"].get(rid, [])
+            seen = model.units[other].seen.get(rid, [])
             if other != name and seen and model.visible(rid, name, other):
                 model.queue(other, make_event("relation_changed", relation=rid))
     return changed
@@ -116,33 +117,32 @@ def _apply_relation(model: Model, name: str, rid: str, out: Mapping[str, Any]) -
 
 def _apply_owned_secret(model: Model, name: str, out: Mapping[str, Any]) -> bool:
     unit = model.units[name]
-    owner = name if out["owner"] == "unit" else unit["app"]
+    owner = name if out["owner"] == "unit" else unit.app
     sid = out["id"]
     secret = model.secrets.get(sid)
     if secret is None:
-        model.secrets[sid] = {
-            "owner": owner,
-            "revision": 1,
-            "contents": {"1": out["latest"]},
-            "label": out["label"],
-            "grants": out["grants"],
-            "observers": {},
-        }
+        model.secrets[sid] = SecretRecord(
+            owner=owner,
+            revision=1,
+            contents={"1": out["latest"]},
+            label=out["label"],
+            grants=out["grants"],
+        )
         return True
-    before = json.dumps(secret, sort_keys=True)
-    if out["latest"] != secret["contents"][str(secret["revision"])]:
-        secret["revision"] += 1
-        secret["contents"][str(secret["revision"])] = out["latest"]
-        for observer, seen in secret["observers"].items():
-            if observer in model.units and seen["revision"] < secret["revision"]:
+    before = dataclasses.asdict(secret)
+    if out["latest"] != secret.contents[str(secret.revision)]:
+        secret.revision += 1
+        secret.contents[str(secret.revision)] = out["latest"]
+        for observer, seen in secret.observers.items():
+            if observer in model.units and seen["revision"] < secret.revision:
                 model.queue(observer, make_event("secret_changed", secret_id=sid))
-    secret["label"], secret["grants"] = out["label"], out["grants"]
-    return json.dumps(secret, sort_keys=True) != before
+    secret.label, secret.grants = out["label"], out["grants"]
+    return dataclasses.asdict(secret) != before
 
 
 def _apply_secrets(model: Model, name: str, request: Mapping[str, Any], result: Mapping[str, Any]):
     unit = model.units[name]
-    leader = model.apps[unit["app"]]["leader"] == name
+    leader = model.apps[unit.app].leader == name
     changed = False
     returned = {s["id"]: s for s in result.get("secrets", [])}
     for given in request["secrets"]:
@@ -157,12 +157,12 @@ def _apply_secrets(model: Model, name: str, request: Mapping[str, Any], result: 
             secret = model.secrets[sid]
             tracked = next(
                 rev
-                for rev, content in sorted(secret["contents"].items(), key=lambda kv: -int(kv[0]))
+                for rev, content in sorted(secret.contents.items(), key=lambda kv: -int(kv[0]))
                 if content == out["tracked"]
             )
             seen = {"revision": int(tracked), "label": out["label"]}
-            changed |= secret["observers"].get(name) != seen
-            secret["observers"][name] = seen
+            changed |= secret.observers.get(name) != seen
+            secret.observers[name] = seen
     return changed
 
 
@@ -173,19 +173,19 @@ def apply(model: Model, name: str, request: Mapping[str, Any], result: Mapping[s
         Whether anything changed (databags, secrets, statuses, ports).
     """
     unit = model.units[name]
-    app = model.apps[unit["app"]]
+    app = model.apps[unit.app]
     changed = False
     for rid, out in result["relations"].items():
         if rid in model.relations:
             changed |= _apply_relation(model, name, rid, out)
     changed |= _apply_secrets(model, name, request, result)
     status = list(result["unit_status"])
-    if status != unit["status"] or result["opened_ports"] != unit["ports"]:
-        unit["status"], unit["ports"] = status, result["opened_ports"]
+    if status != unit.status or result["opened_ports"] != unit.ports:
+        unit.status, unit.ports = status, result["opened_ports"]
         changed = True
     if "state" in result:  # Juju's unit state (state-set): kept, no hook follows from it
-        unit["state"] = result["state"]
-    if result.get("app_status") and list(result["app_status"]) != app["status"]:
-        app["status"] = list(result["app_status"])
+        unit.state = result["state"]
+    if result.get("app_status") and list(result["app_status"]) != app.status:
+        app.status = list(result["app_status"])
         changed = True
     return changed

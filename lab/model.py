@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import random
 import re
@@ -42,6 +41,14 @@ from typing import Any
 from lab import build
 from lab import bundle as bundles
 from lab.machines import Lab, Machine
+from lab.state import (
+    AppRecord,
+    ModelState,
+    RelationEnd,
+    RelationRecord,
+    SecretRecord,
+    UnitRecord,
+)
 
 STATE_FILE = "model.json"
 LOCK_FILE = "model.lock"
@@ -83,19 +90,18 @@ class Model:
     def __init__(self, root: str):
         self.root = os.path.realpath(root)
         self.path = os.path.join(self.root, STATE_FILE)
-        with open(self.path) as f:
-            self.s: dict[str, Any] = json.load(f)
+        self.state = ModelState.load(self.path)
         self.lab = Lab.open(self.root)
 
     @property
     def seed(self) -> int:
         """What orders the hooks that start together (see :meth:`create`)."""
-        return int(self.s.get("seed", 0))
+        return self.state.seed
 
     @property
     def order(self) -> str:
         """How the runner orders hooks, for messages (see :meth:`create`)."""
-        if self.s.get("lockstep", True):
+        if self.state.lockstep:
             return f"seed {self.seed} (lab deploy --seed {self.seed} repeats it)"
         return (
             f"machines run freely, seed {self.seed} (lab deploy --seed {self.seed} "
@@ -109,7 +115,7 @@ class Model:
 
     def model_config(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
         """The model's config after setting ``values`` (checked as Juju checks them)."""
-        config = {**MODEL_CONFIG, **self.s.get("config", {})}
+        config = {**MODEL_CONFIG, **self.state.config}
         for key, value in (values or {}).items():
             if key not in MODEL_CONFIG:
                 known = ", ".join(MODEL_CONFIG)
@@ -119,14 +125,14 @@ class Model:
                 raise ModelError(f"{key}={value}: give a duration from 1s to 60m")
             config[key] = value
         if values:
-            self.s["config"] = config
+            self.state.config = config
             self.save()
         return config
 
     def expire_timers(self) -> None:
         """Every unit's ``update-status`` timer is due now, as if its interval had passed."""
         for unit in self.units.values():
-            unit["timer"] = 0.0
+            unit.timer = 0.0
         self.save()
 
     # -- persistence ---------------------------------------------------------------------
@@ -154,31 +160,20 @@ class Model:
         os.makedirs(root, exist_ok=True)
         os.chmod(root, 0o711)  # noqa: S103 - LXD's unprivileged containers traverse it
         Lab(root)
-        state = {
+        state = ModelState(
             # Juju's model name and uuid: fixed for the model's life (charms derive names
             # and topology labels from them).
-            "model": {"name": "lab", "uuid": str(uuid.uuid4())},
-            "applications": {},
-            "units": {},
-            "relations": {},
-            "secrets": {},
-            "next_relation_id": 0,
-            "hooks_run": 0,
-            "seed": seed,
-            "lockstep": lockstep,  # rounds that a seed repeats (else: free-running)
-            "rounds": 0,
-            "config": dict(MODEL_CONFIG),
-        }
-        with open(os.path.join(root, STATE_FILE), "w") as f:
-            json.dump(state, f)
+            model={"name": "lab", "uuid": str(uuid.uuid4())},
+            seed=seed,
+            lockstep=lockstep,
+            config=dict(MODEL_CONFIG),
+        )
+        state.save(os.path.join(root, STATE_FILE))
         return cls(root)
 
     def save(self) -> None:
         """Write the model (atomically: a reader never sees half of it)."""
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.s, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        self.state.save(self.path)
 
     @staticmethod
     @contextlib.contextmanager
@@ -195,32 +190,32 @@ class Model:
     # -- lookups ---------------------------------------------------------------------------
 
     @property
-    def apps(self) -> dict[str, Any]:
+    def apps(self) -> dict[str, AppRecord]:
         """Application name -> record."""
-        return self.s["applications"]
+        return self.state.applications
 
     @property
-    def units(self) -> dict[str, Any]:
+    def units(self) -> dict[str, UnitRecord]:
         """Unit name -> record."""
-        return self.s["units"]
+        return self.state.units
 
     @property
-    def relations(self) -> dict[str, Any]:
+    def relations(self) -> dict[str, RelationRecord]:
         """Relation id (as a string) -> record."""
-        return self.s["relations"]
+        return self.state.relations
 
     @property
-    def secrets(self) -> dict[str, Any]:
+    def secrets(self) -> dict[str, SecretRecord]:
         """Secret id -> record."""
-        return self.s["secrets"]
+        return self.state.secrets
 
-    def unit(self, name: str) -> dict[str, Any]:
+    def unit(self, name: str) -> UnitRecord:
         """The record of unit ``name`` (:class:`ModelError` naming the units if unknown)."""
         if name not in self.units:
             raise ModelError(f"no unit {name!r} (units: {', '.join(self.units) or 'none'})")
         return self.units[name]
 
-    def app(self, name: str) -> dict[str, Any]:
+    def app(self, name: str) -> AppRecord:
         """The record of application ``name`` (:class:`ModelError` if unknown)."""
         if name not in self.apps:
             raise ModelError(f"no application {name!r} (applications: {', '.join(self.apps)})")
@@ -228,11 +223,11 @@ class Model:
 
     def machine_of(self, unit: str) -> Machine:
         """The lab machine unit ``unit`` runs on."""
-        return self.lab.machine(self.unit(unit)["machine"])
+        return self.lab.machine(self.unit(unit).machine)
 
     def down(self, unit: str) -> bool:
         """Whether unit ``unit``'s machine is down (no hook runs there)."""
-        return self.units[unit]["machine"] in self.s.get("down", [])
+        return self.units[unit].machine in self.state.down
 
     def kill_machine(self, machine: str) -> None:
         """Lose ``machine`` as Juju loses one: every process killed, no more hooks there.
@@ -243,23 +238,23 @@ class Model:
         left = self.lab.kill_machine(machine)
         if left:
             raise ModelError(f"machine {machine}: processes {left} survived SIGKILL")
-        if machine not in self.s.setdefault("down", []):
-            self.s["down"].append(machine)
+        if machine not in self.state.down:
+            self.state.down.append(machine)
         self.save()
 
     def start_machine(self, machine: str) -> None:
         """Bring ``machine`` back, as after a reboot: each of its units runs ``start``."""
-        if machine not in self.s.get("down", []):
+        if machine not in self.state.down:
             raise ModelError(f"machine {machine} is not down")
-        self.s["down"].remove(machine)
+        self.state.down.remove(machine)
         for name, unit in self.units.items():
-            if unit["machine"] == machine and unit["started"]:
+            if unit.machine == machine and unit.started:
                 self.queue(name, make_event("start"), front=True)
         self.save()
 
     def alive_units(self, app: str) -> list[str]:
         """Units of ``app`` that are not being removed, by number."""
-        found = [n for n, u in self.units.items() if u["app"] == app and u["life"] == "alive"]
+        found = [n for n, u in self.units.items() if u.app == app and u.life == "alive"]
         return sorted(found, key=unit_number)
 
     def application(self, name: str) -> bundles.Application:
@@ -268,7 +263,7 @@ class Model:
         Its options were checked when they were set; they are not checked again here.
         """
         record = self.app(name)
-        return bundles.charm_application(name, record["charm_dir"], record["options"])
+        return bundles.charm_application(name, record.charm_dir, record.options)
 
     def secret_view(self, name: str, sid: str) -> dict[str, Any] | None:
         """Secret ``sid`` as unit ``name`` sees it (``None``: it does not, or it is gone)."""
@@ -276,57 +271,57 @@ class Model:
         if secret is None:
             return None
         unit = self.units[name]
-        latest = secret["revision"]
-        base = {"id": sid, "latest": secret["contents"][str(latest)], "latest_revision": latest}
-        owner = "unit" if secret["owner"] == name else None
-        if secret["owner"] == unit["app"]:
+        latest = secret.revision
+        base = {"id": sid, "latest": secret.contents[str(latest)], "latest_revision": latest}
+        owner = "unit" if secret.owner == name else None
+        if secret.owner == unit.app:
             owner = "app"
         if owner is not None:
-            grants = {rid: names for rid, names in secret["grants"].items()}
+            grants = {rid: names for rid, names in secret.grants.items()}
             return {
                 **base,
                 "owner": owner,
-                "label": secret["label"],
+                "label": secret.label,
                 "tracked": base["latest"],
                 "tracked_revision": latest,
                 "grants": grants,
             }
-        granted = {n for names in secret["grants"].values() for n in names}
-        if name not in granted and unit["app"] not in granted:
+        granted = {n for names in secret.grants.values() for n in names}
+        if name not in granted and unit.app not in granted:
             return None
-        seen = secret["observers"].get(name, {"revision": latest, "label": None})
+        seen = secret.observers.get(name, {"revision": latest, "label": None})
         return {
             **base,
             "label": seen["label"],
-            "tracked": secret["contents"][str(seen["revision"])],
+            "tracked": secret.contents[str(seen["revision"])],
             "tracked_revision": seen["revision"],
         }
 
     # -- relation geometry -----------------------------------------------------------------
 
-    def local_endpoint(self, rid: str, app: str) -> dict[str, Any]:
+    def local_endpoint(self, rid: str, app: str) -> RelationEnd:
         """``app``'s end of relation ``rid``: ``{"app", "endpoint"}``."""
-        ends = self.relations[rid]["endpoints"]
-        return next(e for e in ends if e["app"] == app)
+        ends = self.relations[rid].endpoints
+        return next(e for e in ends if e.app == app)
 
     def remote_app(self, rid: str, app: str) -> str:
         """The application at the other end of ``rid`` from ``app`` (``app`` for a peer one)."""
-        ends = self.relations[rid]["endpoints"]
-        return next((e["app"] for e in ends if e["app"] != app), app)
+        ends = self.relations[rid].endpoints
+        return next((e.app for e in ends if e.app != app), app)
 
     def visible(self, rid: str, a: str, b: str) -> bool:
         """Whether units ``a`` and ``b`` (different units) see each other in relation ``rid``."""
         relation = self.relations[rid]
         ua, ub = self.units[a], self.units[b]
-        if self.remote_app(rid, ua["app"]) != ub["app"]:
+        if self.remote_app(rid, ua.app) != ub.app:
             return False
-        if relation["scope"] != "container" or len(relation["endpoints"]) == 1:
+        if relation.scope != "container" or len(relation.endpoints) == 1:
             return True
-        return ua["principal"] == b or ub["principal"] == a
+        return ua.principal == b or ub.principal == a
 
     def queue(self, unit: str, event: dict[str, Any], front: bool = False) -> None:
         """Queue ``event`` for ``unit`` (at the front: it runs next)."""
-        queue = self.units[unit]["queue"]
+        queue = self.units[unit].queue
         if event in queue and not event["name"].startswith("_"):
             return  # Juju coalesces a hook that is already pending
         if front:
@@ -345,47 +340,41 @@ class Model:
             name: {"role": role, "interface": spec["interface"], "scope": spec.get("scope")}
             for name, (role, spec) in bundles.endpoints(meta).items()
         }
-        self.apps[app.name] = {
-            "charm": meta.get("name", app.charm_dir.name),
-            "charm_dir": str(app.charm_dir),
-            # where hooks run from: the charm as scripts/build-charms builds it (the lab's
-            # test charms too)
-            "run_dir": str(build.build_dir(app.charm_dir)),
-            "subordinate": app.subordinate,
-            "base": app.base,  # its units' machines present it (a subordinate: its principal's)
-            "options": dict(app.options),
-            "config": app.config(),
-            "endpoints": endpoints,
-            "bindings": sorted([*endpoints, *(meta.get("extra-bindings") or {})]),
-            "actions": meta.get("actions") or {},
-            "leader": None,
-            "next_unit": 0,
-            "status": ["unknown", ""],
-        }
+        self.apps[app.name] = AppRecord(
+            charm=meta.get("name", app.charm_dir.name),
+            charm_dir=str(app.charm_dir),
+            # the charm as scripts/build-charms builds it (the lab's test charms too)
+            run_dir=str(build.build_dir(app.charm_dir)),
+            subordinate=app.subordinate,
+            base=app.base,
+            options=dict(app.options),
+            config=app.config(),
+            endpoints=endpoints,
+            bindings=sorted([*endpoints, *(meta.get("extra-bindings") or {})]),
+            actions=meta.get("actions") or {},
+        )
         for name, spec in endpoints.items():
             if spec["role"] == "peers":
                 self._add_relation([(app.name, name)], spec["interface"], "global")
 
     def _add_relation(self, ends: list[tuple[str, str]], interface: str, scope: str) -> str:
-        rid = str(self.s["next_relation_id"])
-        self.s["next_relation_id"] += 1
-        self.relations[rid] = {
-            "endpoints": [{"app": a, "endpoint": e} for a, e in ends],
-            "interface": interface,
-            "scope": scope,
-            "app_data": {a: {} for a, _ in ends},
-            "members": [],
-            "life": "alive",
-        }
+        rid = str(self.state.next_relation_id)
+        self.state.next_relation_id += 1
+        self.relations[rid] = RelationRecord(
+            endpoints=[RelationEnd(a, e) for a, e in ends],
+            interface=interface,
+            scope=scope,
+            app_data={a: {} for a, _ in ends},
+        )
         return rid
 
     def dying(self, rid: str) -> bool:
-        """Whether relation ``rid`` is being removed (models saved before it had no life)."""
-        return self.relations[rid].get("life", "alive") != "alive"
+        """Whether relation ``rid`` is being removed."""
+        return self.relations[rid].life != "alive"
 
     def _describe(self, rid: str) -> str:
         """``app:endpoint - app:endpoint`` (a peer relation: ``app:endpoint``)."""
-        return " - ".join(f"{e['app']}:{e['endpoint']}" for e in self.relations[rid]["endpoints"])
+        return " - ".join(f"{e.app}:{e.endpoint}" for e in self.relations[rid].endpoints)
 
     def relate(self, relation: bundles.Relation) -> str:
         """Add ``relation``; units already running get ``relation-created`` and join it."""
@@ -394,7 +383,7 @@ class Model:
             (relation.b.application, relation.b.name),
         }
         for rid, record in self.relations.items():
-            if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
+            if {(e.app, e.endpoint) for e in record.endpoints} == pair:
                 if self.dying(rid):
                     raise ModelError(
                         f"relation {relation.a} - {relation.b} is being removed: "
@@ -407,18 +396,14 @@ class Model:
         ]
         rid = self._add_relation(ends, relation.interface, relation.scope)
         for name, unit in list(self.units.items()):
-            if unit["app"] in (relation.a.application, relation.b.application):
-                if unit["life"] == "alive" and unit["started"]:
+            if unit.app in (relation.a.application, relation.b.application):
+                if unit.life == "alive" and unit.started:
                     self.queue(name, make_event("relation_created", relation=rid))
                     self.queue(name, make_event(ENTER, relation=rid))
         return rid
 
     def _app_relations(self, app: str) -> list[str]:
-        return [
-            rid
-            for rid, r in self.relations.items()
-            if any(e["app"] == app for e in r["endpoints"])
-        ]
+        return [rid for rid, r in self.relations.items() if any(e.app == app for e in r.endpoints)]
 
     def add_unit(self, app: str, machine: str | None = None, principal: str | None = None) -> str:
         """A new unit of ``app``: on a new machine, or on ``machine`` (a subordinate).
@@ -427,35 +412,22 @@ class Model:
         application has none.
         """
         record = self.app(app)
-        name = f"{app}/{record['next_unit']}"
-        record["next_unit"] += 1
+        name = f"{app}/{record.next_unit}"
+        record.next_unit += 1
         if machine is None:
-            machine = self._new_machine(record.get("base"))
-        self.units[name] = {
-            "app": app,
-            "machine": machine,
-            "principal": principal,
-            "life": "alive",
-            "started": False,
-            "status": ["waiting", "agent initialising"],
-            "agent": "allocating",
-            "error": None,
-            "ports": [],
-            "queue": [],
-            "attempts": 0,
-            "retry_at": 0.0,
-            "timer": 0.0,  # when its update-status timer last started (see _fire_timers)
-            "relations": [],  # relation ids the unit takes part in (relation-created ran)
-            "seen": {},  # relation id -> remote units it has seen join
-            "data": {},  # relation id -> its unit databag
-            "address": self.lab.machine(machine).address,
-        }
+            machine = self._new_machine(record.base)
+        self.units[name] = UnitRecord(
+            app=app,
+            machine=machine,
+            principal=principal,
+            address=self.lab.machine(machine).address,
+        )
         self.queue(name, make_event("install"))
         joining = [rid for rid in self._app_relations(app) if not self.dying(rid)]
         for rid in joining:
             self.queue(name, make_event("relation_created", relation=rid))
-        if record["leader"] is None:
-            record["leader"] = name
+        if record.leader is None:
+            record.leader = name
             self.queue(name, make_event("leader_elected"))
         for step in ("config_changed", "start"):
             self.queue(name, make_event(step))
@@ -482,26 +454,26 @@ class Model:
     def remove_unit(self, name: str) -> None:
         """Start removing unit ``name`` (a principal) and its subordinates."""
         unit = self.unit(name)
-        if unit["principal"] is not None:
+        if unit.principal is not None:
             raise ModelError(
-                f"{name} is a subordinate: remove its principal {unit['principal']} "
+                f"{name} is a subordinate: remove its principal {unit.principal} "
                 "(or the relation) instead"
             )
-        if unit["life"] != "alive":
+        if unit.life != "alive":
             raise ModelError(f"{name} is already being removed")
         for sub, record in self.units.items():
-            if record["principal"] == name:
+            if record.principal == name:
                 self._start_leaving(sub)
         self._start_leaving(name)
         self.save()
 
     def _start_leaving(self, name: str) -> None:
         unit = self.units[name]
-        unit["life"] = "dying"
-        unit["queue"] = [e for e in unit["queue"] if e["name"] == "install"]
-        for rid in unit["relations"]:
+        unit.life = "dying"
+        unit.queue = [e for e in unit.queue if e["name"] == "install"]
+        for rid in unit.relations:
             self.queue(name, make_event(LEAVE, relation=rid))
-        for rid in unit["relations"]:
+        for rid in unit.relations:
             self.queue(name, make_event("relation_broken", relation=rid))
         for step in ("stop", "remove", GONE):
             self.queue(name, make_event(step))
@@ -518,7 +490,7 @@ class Model:
         """
         sides = [side.partition(":") for side in (a, b)]
         for (app, _, endpoint), text in zip(sides, (a, b), strict=True):
-            spec = (self.apps.get(app) or {}).get("endpoints", {}).get(endpoint)
+            spec = self.apps[app].endpoints.get(endpoint) if app in self.apps else None
             if spec and spec["role"] == "peers":
                 raise ModelError(f"{text} is a peer relation: peer relations cannot be removed")
         if sides[0][0] == sides[1][0] and sides[0][0] in self.apps:
@@ -530,10 +502,10 @@ class Model:
         wanted = bundles.relation_between(apps, a, b, verb="remove-relation")
         pair = {(wanted.a.application, wanted.a.name), (wanted.b.application, wanted.b.name)}
         for rid, record in self.relations.items():
-            if {(e["app"], e["endpoint"]) for e in record["endpoints"]} == pair:
+            if {(e.app, e.endpoint) for e in record.endpoints} == pair:
                 return rid
         existing = [
-            self._describe(r) for r, rel in self.relations.items() if len(rel["endpoints"]) > 1
+            self._describe(r) for r, rel in self.relations.items() if len(rel.endpoints) > 1
         ]
         raise ModelError(
             f"no relation {wanted.a} - {wanted.b} (relations: {', '.join(existing) or 'none'})"
@@ -558,21 +530,21 @@ class Model:
             ModelError: a peer relation, or one already being removed.
         """
         relation = self.relations[rid]
-        if len(relation["endpoints"]) == 1:
+        if len(relation.endpoints) == 1:
             raise ModelError(f"{self._describe(rid)} is a peer relation: it cannot be removed")
         if self.dying(rid):
             raise ModelError(f"relation {self._describe(rid)} is already being removed")
-        relation["life"] = "dying"
-        if relation["scope"] == "container":
+        relation.life = "dying"
+        if relation.scope == "container":
             self._remove_subordinates(rid)
-        apps = {e["app"] for e in relation["endpoints"]}
+        apps = {e.app for e in relation.endpoints}
         for name, unit in self.units.items():
-            if unit["app"] not in apps or unit["life"] != "alive":
+            if unit.app not in apps or unit.life != "alive":
                 continue  # a dying unit already has its departed and broken hooks queued
-            held = unit["queue"][:1] if unit["agent"] == "error" else []  # retried first
-            rest = unit["queue"][len(held) :]
-            unit["queue"] = held + [e for e in rest if e.get("relation") != rid]
-            if rid in unit["relations"]:
+            held = unit.queue[:1] if unit.agent == "error" else []  # retried first
+            rest = unit.queue[len(held) :]
+            unit.queue = held + [e for e in rest if e.get("relation") != rid]
+            if rid in unit.relations:
                 self.queue(name, make_event(LEAVE, relation=rid))
                 self.queue(name, make_event("relation_broken", relation=rid))
         self.forget_if_done(rid)
@@ -580,27 +552,27 @@ class Model:
 
     def _remove_subordinates(self, rid: str) -> None:
         """The subordinate's units on the principals of container-scoped ``rid`` go."""
-        ends = [e["app"] for e in self.relations[rid]["endpoints"]]
-        subs = [app for app in ends if self.apps[app]["subordinate"]]
+        ends = [e.app for e in self.relations[rid].endpoints]
+        subs = [app for app in ends if self.apps[app].subordinate]
         if len(subs) != 1:
             return  # two subordinates: neither is the other's principal
         (sub_app,) = subs
         (principal_app,) = [app for app in ends if app != sub_app]
         for other, record in self.relations.items():
-            if other != rid and record["scope"] == "container" and not self.dying(other):
-                if {e["app"] for e in record["endpoints"]} == set(ends):
+            if other != rid and record.scope == "container" and not self.dying(other):
+                if {e.app for e in record.endpoints} == set(ends):
                     return  # still tied by another container-scoped relation
         for name, unit in self.units.items():
-            principal = self.units.get(unit["principal"] or "")
-            if unit["app"] == sub_app and unit["life"] == "alive":
-                if principal is not None and principal["app"] == principal_app:
+            principal = self.units.get(unit.principal or "")
+            if unit.app == sub_app and unit.life == "alive":
+                if principal is not None and principal.app == principal_app:
                     self._start_leaving(name)
 
     def forget_if_done(self, rid: str) -> None:
         """Forget dying relation ``rid`` once no unit takes part in it any more."""
         if rid not in self.relations or not self.dying(rid):
             return
-        if not any(rid in unit["relations"] for unit in self.units.values()):
+        if not any(rid in unit.relations for unit in self.units.values()):
             self._forget_relation(rid)
 
     def _forget_relation(self, rid: str) -> None:
@@ -611,19 +583,19 @@ class Model:
         """
         del self.relations[rid]
         for secret in self.secrets.values():
-            secret["grants"].pop(rid, None)
-            granted = {n for names in secret["grants"].values() for n in names}
-            for observer in list(secret["observers"]):
+            secret.grants.pop(rid, None)
+            granted = {n for names in secret.grants.values() for n in names}
+            for observer in list(secret.observers):
                 if observer not in granted and observer.rsplit("/", 1)[0] not in granted:
-                    del secret["observers"][observer]
+                    del secret.observers[observer]
 
     def set_config(self, app: str, values: Mapping[str, Any]) -> None:
         """Change ``app``'s options (validated like a bundle's); ``config-changed`` everywhere."""
         record = self.app(app)
-        options = {**record["options"], **values}
-        checked = bundles.charm_application(app, record["charm_dir"], options)
-        record["options"] = dict(checked.options)
-        record["config"] = checked.config()
+        options = {**record.options, **values}
+        checked = bundles.charm_application(app, record.charm_dir, options)
+        record.options = dict(checked.options)
+        record.config = checked.config()
         for name in self.alive_units(app):
             self.queue(name, make_event("config_changed"))
         self.save()
@@ -635,7 +607,7 @@ class Model:
         hook (ops' ``.unit-state.db`` stays), as ``juju refresh`` replaces it.
         """
         record = self.app(app)
-        record["run_dir"] = str(build.build_dir(Path(record["charm_dir"])))
+        record.run_dir = str(build.build_dir(Path(record.charm_dir)))
         for name in self.alive_units(app):
             self.queue(name, make_event("upgrade_charm"))
             self.queue(name, make_event("config_changed"))
@@ -644,7 +616,7 @@ class Model:
     def resolved(self, name: str) -> None:
         """Retry unit ``name``'s failed hook (``juju resolved``)."""
         unit = self.unit(name)
-        if unit["agent"] != "error":
+        if unit.agent != "error":
             raise ModelError(f"{name} is not in error")
-        unit["attempts"], unit["retry_at"], unit["agent"] = 0, 0.0, "idle"
+        unit.attempts, unit.retry_at, unit.agent = 0, 0.0, "idle"
         self.save()

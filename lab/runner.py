@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from lab import dispatch, hookcontext, uniter
 from lab.machines import Machine
 from lab.model import Model, ModelError, make_event
+from lab.state import UnitRecord
 
 HOOK_LOG = "hooks.jsonl"  # under logs/: one JSON line per hook run (see Runner._log)
 HOOK_ATTEMPTS = 4  # Juju retries a failed hook with backoff (2, 4, 8 s here), then gives up
@@ -80,18 +81,18 @@ class Runner:
         go) or ``skipped`` (nothing left to run) instead when there is no hook to run.
         """
         unit = self.model.units[name]
-        while unit["queue"]:
-            event = unit["queue"][0]
+        while unit.queue:
+            event = unit.queue[0]
             if event["name"].startswith("_"):
-                unit["queue"].pop(0)
+                unit.queue.pop(0)
                 if not uniter.internal(self.model, name, event):
-                    unit["queue"].insert(0, event)
+                    unit.queue.insert(0, event)
                     return "waiting"
                 if name not in self.model.units:
                     return "skipped"  # the unit is gone
                 continue
             if uniter.skip(self.model, name, event):
-                unit["queue"].pop(0)
+                unit.queue.pop(0)
                 continue
             return self._start_hook(name, event)
         return "skipped"
@@ -100,7 +101,7 @@ class Runner:
         """Unit ``name`` starts ``event``'s hook."""
         undo = uniter.before_hook(self.model, name, event)
         request = hookcontext.request(self.model, name, event)
-        self.model.units[name]["agent"] = "executing"
+        self.model.units[name].agent = "executing"
         return Hook(name, event, request, undo)
 
     def _run(
@@ -124,7 +125,7 @@ class Runner:
         """
         name, event, request, undo = hook
         result, started, ended = run
-        self.model.s["hooks_run"] += 1
+        self.model.state.hooks_run += 1
         self._log(name, event, result, started, ended)
         unit = self.model.units[name]
         if "error" in result:
@@ -136,9 +137,9 @@ class Runner:
             return "unchanged", result
         changed = hookcontext.apply(self.model, name, request, result)
         if event["name"] != "action":
-            unit["queue"].pop(0)
+            unit.queue.pop(0)
             uniter.after_hook(self.model, name, event)
-            unit.update(agent="idle", attempts=0, error=None)
+            unit.agent, unit.attempts, unit.error = "idle", 0, None
         return ("changed" if changed else "unchanged"), result
 
     def _log(
@@ -168,9 +169,9 @@ class Runner:
             f.write("\n".join(lines) + "\n")
         record = {
             "unit": name,
-            "machine": self.model.units[name]["machine"],
+            "machine": self.model.units[name].machine,
             "hook": what,
-            "round": self.model.s.get("rounds", 0),
+            "round": self.model.state.rounds,
             "endpoint": self._endpoint_of(name, event.get("relation")),
             "outcome": outcome,
             "started": round(started, 3),
@@ -184,7 +185,7 @@ class Runner:
         """Unit ``name``'s endpoint of relation ``rid`` (None: no relation, or gone)."""
         if rid is None or str(rid) not in self.model.relations:
             return None
-        return str(self.model.local_endpoint(str(rid), self.model.units[name]["app"])["endpoint"])
+        return str(self.model.local_endpoint(str(rid), self.model.units[name].app).endpoint)
 
     def round(self, names: list[str]) -> dict[str, str]:
         """The next hook of each of ``names`` (units of different machines), all at once.
@@ -195,10 +196,10 @@ class Runner:
         ``changed``, ``unchanged``, ``failed``, ``skipped`` or ``waiting`` (see
         :meth:`_prepare`, :meth:`_finish`).
         """
-        machines = [self.model.units[n]["machine"] for n in names]
+        machines = [self.model.units[n].machine for n in names]
         if len(set(machines)) != len(machines):
             raise ModelError(f"one hook at a time per machine: {names} share machines")
-        self.model.s["rounds"] = self.model.s.get("rounds", 0) + 1
+        self.model.state.rounds += 1
         outcomes: dict[str, str] = {}
         ready = []
         for name in names:
@@ -226,9 +227,9 @@ class Runner:
         name, event = hook.name, hook.event
         outcome, _ = self._finish(hook, run)
         if event["name"] == "update_status":
-            self.model.units[name]["timer"] = time.time()
+            self.model.units[name].timer = time.time()
             if outcome == "failed":  # not retried: Juju's timer comes back
-                self.model.units[name]["queue"].pop(0)
+                self.model.units[name].queue.pop(0)
         if outcome != "unchanged":
             self.changing.add(name)
         return outcome
@@ -238,13 +239,13 @@ class Runner:
         if self.progress is None:
             return
         for name, unit in self.model.units.items():
-            shown = (unit["agent"], *unit["status"])
+            shown = (unit.agent, *unit.status)
             if self._shown.get(name) == shown:
                 continue
             self._shown[name] = shown
             agent, workload, message = shown
             self.progress(
-                f"{time.monotonic() - self._since:6.1f}s  {self.model.s['hooks_run']:4d} hooks  "
+                f"{time.monotonic() - self._since:6.1f}s  {self.model.state.hooks_run:4d} hooks  "
                 f"{name}: {workload}{': ' + message if message else ''} ({agent})"
             )
 
@@ -255,46 +256,44 @@ class Runner:
     def _failed(self, name: str, event: Mapping[str, Any], error: str) -> None:
         unit = self.model.units[name]
         hook = event["name"].replace("_", "-")
-        unit["attempts"] += 1
-        unit["agent"] = "error"
-        unit["error"] = f'hook failed: "{hook}": {error.strip().splitlines()[-1]}'
-        unit["error_detail"] = error
-        unit["retry_at"] = time.time() + 2.0 ** unit["attempts"]
+        unit.attempts += 1
+        unit.agent = "error"
+        unit.error = f'hook failed: "{hook}": {error.strip().splitlines()[-1]}'
+        unit.error_detail = error
+        unit.retry_at = time.time() + 2.0**unit.attempts
 
     @staticmethod
-    def _retrying(unit: Mapping[str, Any]) -> bool:
-        return (
-            unit["agent"] == "error" and bool(unit["queue"]) and unit["attempts"] < HOOK_ATTEMPTS
-        )
+    def _retrying(unit: UnitRecord) -> bool:
+        return unit.agent == "error" and bool(unit.queue) and unit.attempts < HOOK_ATTEMPTS
 
     def _runnable(self) -> list[str]:
         now = time.time()
         return [
             name
             for name, unit in self.model.units.items()
-            if unit["queue"]
-            and (unit["agent"] != "error" or self._retrying(unit))
-            and unit["retry_at"] <= now
+            if unit.queue
+            and (unit.agent != "error" or self._retrying(unit))
+            and unit.retry_at <= now
             and not self.model.down(name)
         ]
 
     def _pick(self, runnable: list[str]) -> list[str]:
         """One unit per machine (Juju's machine lock), in an order drawn from the seed."""
         order = sorted(runnable)
-        draw = random.Random(f"{self.model.seed}/{self.model.s.get('rounds', 0)}")  # noqa: S311
+        draw = random.Random(f"{self.model.seed}/{self.model.state.rounds}")  # noqa: S311
         draw.shuffle(order)  # an order, not a secret
         picked: dict[str, str] = {}
         for name in order:
-            picked.setdefault(self.model.units[name]["machine"], name)
+            picked.setdefault(self.model.units[name].machine, name)
         return list(picked.values())
 
     def _timed(self, name: str) -> bool:
         """Whether unit ``name``'s ``update-status`` timer runs."""
         unit = self.model.units[name]
         return (
-            unit["started"]
-            and unit["life"] == "alive"
-            and unit["agent"] != "error"
+            unit.started
+            and unit.life == "alive"
+            and unit.agent != "error"
             and not self.model.down(name)
         )
 
@@ -302,7 +301,7 @@ class Runner:
         """When each timed unit's ``update-status`` timer falls due (epoch seconds)."""
         interval = self.model.update_status_interval
         return {
-            name: unit.get("timer", 0.0) + interval
+            name: unit.timer + interval
             for name, unit in self.model.units.items()
             if self._timed(name)
         }
@@ -326,7 +325,7 @@ class Runner:
     def _next_retry(self) -> float | None:
         """When the first failed hook that will be retried falls due (epoch seconds)."""
         return min(
-            (u["retry_at"] for u in self.model.units.values() if self._retrying(u)), default=None
+            (u.retry_at for u in self.model.units.values() if self._retrying(u)), default=None
         )
 
     def _await_retry(self, deadline: float) -> bool:
@@ -343,7 +342,7 @@ class Runner:
         Free-running (:meth:`_run_free`) unless the model was deployed with a seed to
         repeat (:meth:`_run_rounds`).
         """
-        if self.model.s.get("lockstep", True):
+        if self.model.state.lockstep:
             return self._run_rounds(deadline)
         return self._run_free(deadline)
 
@@ -378,12 +377,12 @@ class Runner:
     ) -> bool:
         """Start the next hook on every machine that runs none; whether internal steps ran."""
         self._fire_timers()
-        busy = {self.model.units[hook.name]["machine"] for hook in running.values()}
+        busy = {self.model.units[hook.name].machine for hook in running.values()}
         free = [n for n in self._runnable() if n not in waiting]
-        free = [n for n in free if self.model.units[n]["machine"] not in busy]
+        free = [n for n in free if self.model.units[n].machine not in busy]
         if not free:
             return False
-        self.model.s["rounds"] = self.model.s.get("rounds", 0) + 1
+        self.model.state.rounds += 1
         progressed = False
         for name in self._pick(free):
             prepared = self._prepare(name)
@@ -446,8 +445,8 @@ class Runner:
             if not self.model.down(name)
             and (
                 self._retrying(unit)
-                or (unit["queue"] and unit["agent"] != "error")
-                or (unit["life"] == "alive" and unit["status"][0] in TRANSIENT)
+                or (unit.queue and unit.agent != "error")
+                or (unit.life == "alive" and unit.status[0] in TRANSIENT)
             )
         ]
 
@@ -456,10 +455,10 @@ class Runner:
         lines = []
         for name, unit in self.model.units.items():
             why = []
-            if unit["queue"]:
-                why.append(f"{len(unit['queue'])} hook(s) queued, next {unit['queue'][0]['name']}")
-            if unit["status"][0] in TRANSIENT:
-                why.append(f"{unit['status'][0]}: {unit['status'][1]}")
+            if unit.queue:
+                why.append(f"{len(unit.queue)} hook(s) queued, next {unit.queue[0]['name']}")
+            if unit.status[0] in TRANSIENT:
+                why.append(f"{unit.status[0]}: {unit.status[1]}")
             if name in self.changing:
                 why.append("its last hooks changed the model")
             if why:
@@ -469,9 +468,9 @@ class Runner:
     def stuck(self) -> list[str]:
         """Units in error whose failed hook used up its retries, each with the error."""
         return [
-            f"{name}: {unit['error']}"
+            f"{name}: {unit.error}"
             for name, unit in self.model.units.items()
-            if unit["agent"] == "error" and not self._retrying(unit)
+            if unit.agent == "error" and not self._retrying(unit)
         ]
 
     def settle(self, timeout: float = DEFAULT_TIMEOUT, idle_period: float = 0.0) -> list[str]:
@@ -502,13 +501,13 @@ class Runner:
                     return self.stuck()
             if now >= deadline:
                 for unit in self.model.units.values():  # the timer's hooks that had no turn
-                    unit["queue"] = [e for e in unit["queue"] if e["name"] != "update_status"]
+                    unit.queue = [e for e in unit.queue if e["name"] != "update_status"]
                 self.model.save()
                 if quiet_since is not None:
                     return self.stuck()
                 raise NotSettledError(
                     f"the model did not settle within {timeout:.0f} s "
-                    f"({self.model.s['hooks_run']} hooks run; hook order: {self.model.order}); "
+                    f"({self.model.state.hooks_run} hooks run; hook order: {self.model.order}); "
                     "still changing: " + (", ".join(self.unsettled()) or "?")
                 )
             wake = [deadline]
@@ -524,18 +523,18 @@ class Runner:
     def run_action(self, name: str, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Run ``action`` on unit ``name`` now; ``{"results": …}`` or ``{"failed": message}``."""
         unit = self.model.unit(name)
-        app = self.model.apps[unit["app"]]
+        app = self.model.apps[unit.app]
         if self.model.down(name):
-            raise ModelError(f"{name} is on machine {unit['machine']}, which is down")
-        if action not in app["actions"]:
-            known = ", ".join(app["actions"]) or "none"
-            raise ModelError(f"{app['charm']} has no action {action!r} (actions: {known})")
-        agent = unit["agent"]  # an action leaves the unit's hook state as it was
+            raise ModelError(f"{name} is on machine {unit.machine}, which is down")
+        if action not in app.actions:
+            known = ", ".join(app.actions) or "none"
+            raise ModelError(f"{app.charm} has no action {action!r} (actions: {known})")
+        agent = unit.agent  # an action leaves the unit's hook state as it was
         event = make_event("action", action=action, params=dict(params))
         hook = self._start_hook(name, event)
         self.model.save()
         _, result = self._finish(hook, self._run(self.model.machine_of(name), hook.request))
-        self.model.units[name]["agent"] = agent
+        self.model.units[name].agent = agent
         self.model.save()
         if "action_failed" in result:
             return {"failed": result["action_failed"]}

@@ -14,13 +14,13 @@ from lab.model import Model, unit_number
 
 def _unit_status(model: Model, name: str) -> dict[str, Any]:
     unit = model.units[name]
-    app = model.apps[unit["app"]]
-    agent = {"current": unit["agent"]}
-    workload = {"current": unit["status"][0], "message": unit["status"][1]}
-    if unit["error"]:
-        agent["message"] = unit["error"]
-    if unit["life"] != "alive":
-        agent["life"] = unit["life"]
+    app = model.apps[unit.app]
+    agent = {"current": unit.agent}
+    workload = {"current": unit.status[0], "message": unit.status[1]}
+    if unit.error:
+        agent["message"] = unit.error
+    if unit.life != "alive":
+        agent["life"] = unit.life
     if model.down(name):  # as Juju shows a unit whose machine stopped answering
         agent = {"current": "lost", "message": "agent is not communicating with the server"}
         workload = {
@@ -30,16 +30,16 @@ def _unit_status(model: Model, name: str) -> dict[str, Any]:
     found: dict[str, Any] = {
         "workload-status": workload,
         "juju-status": agent,
-        "leader": app["leader"] == name,
-        "machine": unit["machine"],
-        "public-address": unit["address"],
-        "addresses": {binding: unit["address"] for binding in app["bindings"]},
-        "open-ports": [f"{port}/tcp" for port in unit["ports"]],
+        "leader": app.leader == name,
+        "machine": unit.machine,
+        "public-address": unit.address,
+        "addresses": {binding: unit.address for binding in app.bindings},
+        "open-ports": [f"{port}/tcp" for port in unit.ports],
     }
     subordinates = {
         sub: _unit_status(model, sub)
-        for sub in sorted(model.units, key=lambda n: (model.units[n]["app"], unit_number(n)))
-        if model.units[sub]["principal"] == name
+        for sub in sorted(model.units, key=lambda n: (model.units[n].app, unit_number(n)))
+        if model.units[sub].principal == name
     }
     if subordinates:
         found["subordinates"] = subordinates
@@ -49,7 +49,7 @@ def _unit_status(model: Model, name: str) -> dict[str, Any]:
 def _app_relations_status(model: Model, app: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for rid in model._app_relations(app):
-        local = model.local_endpoint(rid, app)["endpoint"]
+        local = model.local_endpoint(rid, app).endpoint
         found.setdefault(local, []).append(model.remote_app(rid, app))
     return found
 
@@ -59,21 +59,21 @@ def status(model: Model) -> dict[str, Any]:
     apps = {}
     for name, app in model.apps.items():
         principals = sorted(
-            (n for n, u in model.units.items() if u["app"] == name and not u["principal"]),
+            (n for n, u in model.units.items() if u.app == name and not u.principal),
             key=unit_number,
         )
         entry: dict[str, Any] = {
-            "charm": app["charm"],
-            "charm-path": app["charm_dir"],
-            "application-status": {"current": app["status"][0], "message": app["status"][1]},
+            "charm": app.charm,
+            "charm-path": app.charm_dir,
+            "application-status": {"current": app.status[0], "message": app.status[1]},
             "relations": _app_relations_status(model, name),
         }
-        if app["subordinate"]:
+        if app.subordinate:
             entry["subordinate-to"] = sorted(
                 {
-                    model.units[u["principal"]]["app"]
+                    model.units[u.principal].app
                     for u in model.units.values()
-                    if u["app"] == name and u["principal"] in model.units
+                    if u.app == name and u.principal in model.units
                 }
             )
         else:
@@ -82,7 +82,7 @@ def status(model: Model) -> dict[str, Any]:
     machines: dict[str, Any] = {}
     for m in model.lab.machines():
         machines[m.name] = {
-            "juju-status": {"current": "down" if m.name in model.s.get("down", []) else "started"},
+            "juju-status": {"current": "down" if m.name in model.state.down else "started"},
             "dns-name": m.address,
             "ip-addresses": [m.address],
             "network-namespace": m.netns,
@@ -94,7 +94,7 @@ def status(model: Model) -> dict[str, Any]:
         "model": {
             "name": "lab",
             "type": "lab",
-            "hooks-run": model.s["hooks_run"],
+            "hooks-run": model.state.hooks_run,
         },
         "machines": machines,
         "applications": apps,

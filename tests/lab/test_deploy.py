@@ -14,6 +14,7 @@ bundles start nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from lab.build import REPO
 from lab.machines import Lab
 from lab.model import Model
 from lab.runner import HOOK_LOG, Runner
+from lab.state import SecretRecord
 
 from ..functional.checks import wait_for
 from .operator import (
@@ -53,9 +55,9 @@ def root() -> Iterator[str]:
         yield path
 
 
-def join_tokens(secrets: dict[str, dict]) -> list[dict]:
+def join_tokens(secrets: dict[str, SecretRecord]) -> list[SecretRecord]:
     """The secrets lxd units own: join tokens (ovn-bridge's CA secret is its app's)."""
-    return [s for s in secrets.values() if s["owner"].startswith("lxd/")]
+    return [s for s in secrets.values() if s.owner.startswith("lxd/")]
 
 
 # -- steps -------------------------------------------------------------------------------
@@ -111,9 +113,9 @@ def test_deploy_forms_a_three_member_cluster(root: str):
     assert sum(unit["leader"] for unit in found.values()) == 1
     assert members(root, "lxd/0") == {"lxd-0": "ONLINE", "lxd-1": "ONLINE", "lxd-2": "ONLINE"}
     # the join tokens travelled in secrets, all removed once used; none in any databag
-    with open(os.path.join(root, "model.json")) as f:
+    assert join_tokens(Model(root).secrets) == []
+    with open(os.path.join(root, "model.json")) as f:  # the state as the lab persists it
         model = json.load(f)
-    assert join_tokens(model["secrets"]) == []
     # the hooks ran the charms as scripts/build-charms lays them out, not their sources
     for app in ("lxd", "ovn-bridge", "ceph-link"):
         assert model["applications"][app]["run_dir"] == os.path.join(REPO, "build", app)
@@ -154,29 +156,30 @@ def test_add_unit_joins_a_fourth_member(root: str):
     # Step the model hook by hook until the issuer hands lxd/3 its join token
     model = Model(root)
     runner = Runner(model)
-    while not join_tokens(model.secrets) and any(u["queue"] for u in model.units.values()):
-        for name in [n for n, unit in model.units.items() if unit["queue"]]:
+    while not join_tokens(model.secrets) and any(u.queue for u in model.units.values()):
+        for name in [n for n, unit in model.units.items() if unit.queue]:
             runner.step(name)
     (token,) = join_tokens(model.secrets)
     # the token is in a secret the issuer owns, granted to the joiner only, in no databag
-    assert token["owner"] == model.s["applications"]["lxd"]["leader"]
-    assert [unit for names in token["grants"].values() for unit in names] == ["lxd/3"]
-    content = token["contents"][str(token["revision"])]["token"]
-    assert content not in json.dumps(model.s["relations"]) + json.dumps(model.s["units"])
+    assert token.owner == model.apps["lxd"].leader
+    assert [unit for names in token.grants.values() for unit in names] == ["lxd/3"]
+    content = token.contents[str(token.revision)]["token"]
+    state = dataclasses.asdict(model.state)
+    assert content not in json.dumps([state["relations"], state["units"]])
     # LXD forgets the token before lxd/3 uses it, as when a failed join has used it up
-    lab(root, "exec", token["owner"], "--", "lxc", "cluster", "revoke-token", "lxd-3")
+    lab(root, "exec", token.owner, "--", "lxc", "cluster", "revoke-token", "lxd-3")
 
     def failed() -> bool:
-        return model.units["lxd/3"]["status"][1].startswith("joining failed")
+        return model.units["lxd/3"].status[1].startswith("joining failed")
 
-    others = [name for name in model.units if name != token["owner"]]
+    others = [name for name in model.units if name != token.owner]
     while not failed():  # the issuer runs no hook meanwhile
-        runnable = [name for name in others if model.units[name]["queue"]]
+        runnable = [name for name in others if model.units[name].queue]
         if not runnable:
             break
         for name in runnable:
             runner.step(name)
-    assert model.units["lxd/3"]["status"][1].startswith("joining failed (Failed to setup")
+    assert model.units["lxd/3"].status[1].startswith("joining failed (Failed to setup")
 
     lab(root, "wait", "--timeout", TIMEOUT)
 
@@ -184,7 +187,7 @@ def test_add_unit_joins_a_fourth_member(root: str):
     assert members(root, "lxd/0") == {f"lxd-{n}": "ONLINE" for n in range(4)}
     # it asked for another token, and the issuer gave it one at once (the model settled
     # before any update-status: their interval is 5 minutes), in the same secret
-    with open(os.path.join(root, "logs", f"unit-{token['owner'].replace('/', '-')}.log")) as f:
+    with open(os.path.join(root, "logs", f"unit-{token.owner.replace('/', '-')}.log")) as f:
         assert f.read().count("issued a join token for lxd-3") == 2
 
 

@@ -269,7 +269,7 @@ def test_the_model_gives_a_principal_unit_the_base_of_its_application(tmp_path: 
     model = Model.create(root)
     try:
         model.deploy(load_bundle(bundle))  # records and creates machines; no hook runs
-        model.add_unit("probe-sub", machine=model.unit("probe/0")["machine"], principal="probe/0")
+        model.add_unit("probe-sub", machine=model.unit("probe/0").machine, principal="probe/0")
         machine = model.machine_of("probe/0")
         assert machine.base == "ubuntu@24.04"
         assert len(model.lab.machines()) == 1  # the subordinate is on its principal's

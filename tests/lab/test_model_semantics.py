@@ -51,6 +51,7 @@ from lab.build import REPO
 from lab.machines import IP, Lab
 from lab.model import Model
 from lab.runner import HOOK_LOG
+from lab.state import RelationEnd
 
 from .conftest import bundle_model_root
 
@@ -147,9 +148,7 @@ def lab_log(root: str, unit: str) -> list[tuple[str, dict[str, str]]]:
 
 def relation_id(model: Model, endpoint: str, app: str = "probe") -> str:
     (rid,) = [
-        rid
-        for rid, r in model.relations.items()
-        if {"app": app, "endpoint": endpoint} in r["endpoints"]
+        rid for rid, r in model.relations.items() if RelationEnd(app, endpoint) in r.endpoints
     ]
     return rid
 
@@ -161,10 +160,10 @@ def teardown(root: str, unit: str) -> set[tuple[str, str]]:
     """
     app = unit.split("/")[0]
     endpoint = {  # relation id -> the unit's endpoint
-        rid: end["endpoint"]
+        rid: end.endpoint
         for rid, relation in Model(root).relations.items()
-        for end in relation["endpoints"]
-        if end["app"] == app
+        for end in relation.endpoints
+        if end.app == app
     }
     ran = lab_log(root, unit)
     start = next(i for i, (hook, _) in enumerate(ran) if hook == "relation-departed")
@@ -273,7 +272,7 @@ def test_update_status_follows_the_model_interval(root: str):
 def test_new_unit_hooks_come_in_juju_order(root: str):
     model = Model(root)
     for name, unit in units(root).items():
-        endpoints = model.apps[model.units[name]["app"]]["endpoints"]
+        endpoints = model.apps[model.units[name].app].endpoints
         log = probe_log(root, name)
         names = hooks(log)
         setup = names[1 : names.index("start")]
@@ -315,20 +314,20 @@ def test_one_subordinate_per_principal_on_its_machine(root: str):
         assert feed == {f"feed-relation-joined remote={p}" for p in probes}
     # every unit published its own name in every databag it has
     for name, unit in model.units.items():
-        assert len(unit["data"]) == 3
-        assert {data["unit"] for data in unit["data"].values()} == {name}
+        assert len(unit.data) == 3
+        assert {data["unit"] for data in unit.data.values()} == {name}
 
 
 def test_app_databag_and_app_secret_reach_the_subordinates(root: str):
     model = Model(root)
     feed = relation_id(model, "feed")
-    app_data = model.relations[feed]["app_data"]["probe"]
+    app_data = model.relations[feed].app_data["probe"]
     ((sid, secret),) = model.secrets.items()
 
     assert app_data == {"greeting": "hello", "secret-id": sid}
-    assert secret["owner"] == "probe" and secret["label"] == "greeting"
-    assert secret["grants"] == {feed: ["probe-sub"]}
-    assert secret["revision"] == 1 and secret["contents"] == {"1": {"greeting": "hello"}}
+    assert secret.owner == "probe" and secret.label == "greeting"
+    assert secret.grants == {feed: ["probe-sub"]}
+    assert secret.revision == 1 and secret.contents == {"1": {"greeting": "hello"}}
     for name, unit in units(root).items():
         assert unit["workload-status"] == {"current": "active", "message": "greeting hello"}, name
 
@@ -350,8 +349,8 @@ def test_new_secret_revision_reaches_observers(root: str):
             assert "secret-changed" not in hooks(lines), lines  # the owner is not told
     model = Model(root)
     (secret,) = model.secrets.values()
-    assert secret["revision"] == 2 and secret["contents"]["2"] == {"greeting": "bonjour"}
-    assert {o: s["revision"] for o, s in secret["observers"].items()} == {
+    assert secret.revision == 2 and secret.contents["2"] == {"greeting": "bonjour"}
+    assert {o: s["revision"] for o, s in secret.observers.items()} == {
         "probe-sub/0": 2,
         "probe-sub/1": 2,
     }
@@ -362,7 +361,7 @@ def test_new_secret_revision_reaches_observers(root: str):
 def test_a_secret_event_whose_secret_is_gone_is_dropped(root: str):
     # GIVEN a secret-changed queued for a secret removed before it could run
     model = Model(root)
-    model.units["probe-sub/0"]["queue"].append({"name": "secret_changed", "secret_id": "gone"})
+    model.units["probe-sub/0"].queue.append({"name": "secret_changed", "secret_id": "gone"})
     model.save()
     before = len(probe_log(root, "probe-sub/0"))
 
@@ -370,7 +369,7 @@ def test_a_secret_event_whose_secret_is_gone_is_dropped(root: str):
 
     # THEN it is dropped, as Juju has nothing to tell: no hook ran, nothing failed
     assert "secret-changed" not in hooks(probe_log(root, "probe-sub/0")[before:])
-    assert Model(root).units["probe-sub/0"]["queue"] == []
+    assert Model(root).units["probe-sub/0"].queue == []
     assert units(root)["probe-sub/0"]["juju-status"]["current"] == "idle"
 
 
@@ -386,7 +385,7 @@ def test_a_flapping_unit_keeps_the_model_from_settling(root: str):
     assert "probe-sub/" not in named, waited.stderr
     model = Model(root)
     peers = relation_id(model, "peers")
-    assert all(int(model.units[p]["data"][peers]["flap"]) > 3 for p in ("probe/0", "probe/1"))
+    assert all(int(model.units[p].data[peers]["flap"]) > 3 for p in ("probe/0", "probe/1"))
     # once it stops flapping, the model settles again
     ok(lab(root, "config", "probe", "flap=false", "--timeout", TIMEOUT))
 
@@ -477,14 +476,14 @@ def test_removing_the_leader_takes_its_subordinate_and_elects_another(root: str)
 
 
 def test_remove_relation_refuses_an_ambiguous_pair_and_a_peer_relation(root: str):
-    before = Model(root).s
+    before = Model(root).state
 
     ambiguous = lab(root, "remove-relation", "probe", "probe-sub", "--timeout", TIMEOUT)
     peer = lab(root, "remove-relation", "probe-sub:peers", "probe", "--timeout", TIMEOUT)
 
     assert ambiguous.returncode == 2 and "ambiguous relation" in ambiguous.stderr
     assert peer.returncode == 2 and "peer relations cannot be removed" in peer.stderr
-    assert Model(root).s == before
+    assert Model(root).state == before
 
 
 def test_removing_the_container_relation_removes_the_subordinate(root: str):
@@ -537,7 +536,7 @@ def test_relating_the_subordinate_again_gives_the_principal_a_new_one(root: str)
     (sub,) = found[principal]["subordinates"]
     model = Model(root)
     assert sub == "probe-sub/2"  # unit numbers are never reused
-    assert int(relation_id(model, "host")) == model.s["next_relation_id"] - 1  # a new one
+    assert int(relation_id(model, "host")) == model.state.next_relation_id - 1  # a new one
     assert found[sub]["leader"] and found[sub]["machine"] == found[principal]["machine"]
     assert found[sub]["workload-status"]["message"] == "greeting bonjour"
     assert f"host-relation-joined remote={principal}" in probe_log(root, sub)

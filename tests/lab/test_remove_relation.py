@@ -73,7 +73,7 @@ def feed_id(model: Model) -> str | None:
     found = [
         rid
         for rid, r in model.relations.items()
-        if {(e["app"], e["endpoint"]) for e in r["endpoints"]}
+        if {(e.app, e.endpoint) for e in r.endpoints}
         == {("probe", "feed"), ("probe-consumer", "feed")}
     ]
     assert len(found) <= 1, found
@@ -97,10 +97,10 @@ def test_deploy_settles(root: str):
     rid = feed_id(model)
     assert rid is not None
     ((sid, secret),) = model.secrets.items()
-    assert secret["grants"] == {rid: ["probe-consumer"]}
-    assert CONSUMER in secret["observers"]
-    assert model.units[CONSUMER]["status"] == ["active", "greeting hello"]
-    assert sorted(model.units[CONSUMER]["seen"][rid]) == PROBES
+    assert secret.grants == {rid: ["probe-consumer"]}
+    assert CONSUMER in secret.observers
+    assert model.units[CONSUMER].status == ["active", "greeting hello"]
+    assert sorted(model.units[CONSUMER].seen[rid]) == PROBES
     assert status(root)["applications"]["probe-consumer"]["relations"] == {"feed": ["probe"]}
 
 
@@ -115,13 +115,13 @@ def test_deploy_settles(root: str):
     ],
 )
 def test_a_bad_pair_exits_2_and_changes_nothing(root: str, a: str, b: str, says: str):
-    before = Model(root).s
+    before = Model(root).state
 
     done = lab(root, "remove-relation", a, b, "--timeout", TIMEOUT)
 
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert says in done.stderr, done.stderr
-    assert Model(root).s == before
+    assert Model(root).state == before
 
 
 def test_remove_relation_departs_each_remote_unit_then_breaks(root: str, removed: dict):
@@ -160,14 +160,14 @@ def test_the_relation_is_gone_with_its_databags_and_secret_grant(root: str, remo
     assert apps["probe-consumer"]["relations"] == {}
     assert apps["probe"]["relations"] == {"peers": ["probe"]}
     for name, unit in model.units.items():
-        assert rid not in unit["data"] and rid not in unit["seen"], name
-        assert rid not in unit["relations"], name
+        assert rid not in unit.data and rid not in unit.seen, name
+        assert rid not in unit.relations, name
     # the grant was scoped to the relation: revoked; the consumer no longer sees the secret
     ((sid, secret),) = model.secrets.items()
-    assert secret["grants"] == {}
-    assert CONSUMER not in secret["observers"]
+    assert secret.grants == {}
+    assert CONSUMER not in secret.observers
     assert hookcontext.request(model, CONSUMER, {"name": "update_status"})["secrets"] == []
-    assert model.units[CONSUMER]["status"] == ["active", "no feed"]
+    assert model.units[CONSUMER].status == ["active", "no feed"]
 
 
 def test_removing_it_again_exits_2(root: str):
@@ -193,15 +193,15 @@ def test_relating_again_makes_a_new_relation(root: str, removed: dict):
     assert joined == {f"feed-relation-joined remote={p}" for p in probes}
     # fresh databags: what Juju puts there and what the charms wrote since, nothing older
     for name in [*probes, CONSUMER]:
-        data = model.units[name]["data"][rid]
+        data = model.units[name].data[rid]
         assert data == {**{k: data[k] for k in JUJU_KEYS}, "unit": name}, name
     ((sid, secret),) = model.secrets.items()
-    assert model.relations[rid]["app_data"] == {
+    assert model.relations[rid].app_data == {
         "probe": {"greeting": "hello", "secret-id": sid},
         "probe-consumer": {},
     }
-    assert secret["grants"] == {rid: ["probe-consumer"]}
-    assert model.units[CONSUMER]["status"] == ["active", "greeting hello"]
+    assert secret.grants == {rid: ["probe-consumer"]}
+    assert model.units[CONSUMER].status == ["active", "greeting hello"]
     assert status(root)["applications"]["probe-consumer"]["relations"] == {"feed": ["probe"]}
 
 
