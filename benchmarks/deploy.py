@@ -84,7 +84,7 @@ from typing import Any
 import yaml
 
 from benchmarks import plain
-from lab import build
+from lab import applications, build
 from lab import bundle as bundles
 from lab import runner as lab_runner
 from lab.machines import Lab, Machine, unavailable_reason
@@ -421,7 +421,7 @@ class Product:
         """The bundle with the lab overlay; what the charms make of its options."""
         try:
             bundle = bundles.load_bundle(BUNDLE, [LAB_OVERLAY])
-        except bundles.BundleError as exc:
+        except applications.BundleError as exc:
             raise BenchmarkError(str(exc)) from None
         apps = bundle.applications
         # ceph-mon names the key after the client application: its cephx user

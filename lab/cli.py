@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from lab import applications
 from lab import bundle as bundles
 from lab.build import REPO
 from lab.machines import Lab
@@ -134,7 +135,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(model.app(args.application).config, sort_keys=True), end="")
         return 0
     app = model.application(args.application)
-    values = {k: bundles.option_value(app, k, v) for k, v in _key_values(args.values).items()}
+    values = {k: applications.option_value(app, k, v) for k, v in _key_values(args.values).items()}
     model.set_config(args.application, values)
     return _settle(model, args)
 
@@ -143,7 +144,7 @@ def cmd_relate(args: argparse.Namespace) -> int:
     """Relate two applications (endpoints resolved as a bundle's ``relations`` are)."""
     model = Model(args.root)
     apps = {name: model.application(name) for name in model.apps}
-    relation = bundles.relation_between(apps, args.a, args.b)
+    relation = applications.relation_between(apps, args.a, args.b)
     model.relate(relation)
     model.save()
     return _settle(model, args)
@@ -322,7 +323,7 @@ def _errors() -> Iterator[list[int]]:
     code = [0]
     try:
         yield code
-    except (bundles.BundleError, UsageError) as exc:
+    except (applications.BundleError, UsageError) as exc:
         print(f"ERROR {exc}", file=sys.stderr)
         code[0] = 2
     except NotSettledError as exc:

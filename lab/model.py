@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lab import build
+from lab import applications, build
 from lab import bundle as bundles
 from lab.machines import Lab, Machine
 from lab.state import (
@@ -257,13 +257,13 @@ class Model:
         found = [n for n, u in self.units.items() if u.app == app and u.life == "alive"]
         return sorted(found, key=unit_number)
 
-    def application(self, name: str) -> bundles.Application:
+    def application(self, name: str) -> applications.Application:
         """Application ``name`` as :mod:`lab.bundle` describes it (charm metadata included).
 
         Its options were checked when they were set; they are not checked again here.
         """
         record = self.app(name)
-        return bundles.charm_application(name, record.charm_dir, record.options)
+        return applications.charm_application(name, record.charm_dir, record.options)
 
     def secret_view(self, name: str, sid: str) -> dict[str, Any] | None:
         """Secret ``sid`` as unit ``name`` sees it (``None``: it does not, or it is gone)."""
@@ -331,14 +331,14 @@ class Model:
 
     # -- building the model ----------------------------------------------------------------
 
-    def add_application(self, app: bundles.Application) -> None:
+    def add_application(self, app: applications.Application) -> None:
         """Record application ``app`` (no units yet), with its peer relations."""
         if app.name in self.apps:
             raise ModelError(f"application {app.name!r} already exists")
         meta = app.metadata
         endpoints = {
             name: {"role": role, "interface": spec["interface"], "scope": spec.get("scope")}
-            for name, (role, spec) in bundles.endpoints(meta).items()
+            for name, (role, spec) in applications.endpoints(meta).items()
         }
         self.apps[app.name] = AppRecord(
             charm=meta.get("name", app.charm_dir.name),
@@ -376,7 +376,7 @@ class Model:
         """``app:endpoint - app:endpoint`` (a peer relation: ``app:endpoint``)."""
         return " - ".join(f"{e.app}:{e.endpoint}" for e in self.relations[rid].endpoints)
 
-    def relate(self, relation: bundles.Relation) -> str:
+    def relate(self, relation: applications.Relation) -> str:
         """Add ``relation``; units already running get ``relation-created`` and join it."""
         pair = {
             (relation.a.application, relation.a.name),
@@ -486,7 +486,7 @@ class Model:
 
         Raises:
             ModelError: a peer relation (those cannot be removed), or no such relation.
-            lab.bundle.BundleError: an unknown application or endpoint, no or several pairs.
+            lab.applications.BundleError: an unknown application or endpoint, no or several pairs.
         """
         sides = [side.partition(":") for side in (a, b)]
         for (app, _, endpoint), text in zip(sides, (a, b), strict=True):
@@ -499,7 +499,7 @@ class Model:
                 "which cannot be removed"
             )
         apps = {name: self.application(name) for name in self.apps}
-        wanted = bundles.relation_between(apps, a, b, verb="remove-relation")
+        wanted = applications.relation_between(apps, a, b, verb="remove-relation")
         pair = {(wanted.a.application, wanted.a.name), (wanted.b.application, wanted.b.name)}
         for rid, record in self.relations.items():
             if {(e.app, e.endpoint) for e in record.endpoints} == pair:
@@ -593,7 +593,7 @@ class Model:
         """Change ``app``'s options (validated like a bundle's); ``config-changed`` everywhere."""
         record = self.app(app)
         options = {**record.options, **values}
-        checked = bundles.charm_application(app, record.charm_dir, options)
+        checked = applications.charm_application(app, record.charm_dir, options)
         record.options = dict(checked.options)
         record.config = checked.config()
         for name in self.alive_units(app):

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.bundle import Bundle, BundleError, Endpoint, Relation, describe, load_bundle
+from lab.applications import BundleError, Endpoint, Relation
+from lab.bundle import Bundle, describe, load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_BUNDLE = REPO / "bundles" / "lxd-cluster.yaml"

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from lab import build, hosts, machines
+from lab.applications import endpoints
 from lab.build import REPO
-from lab.bundle import endpoints
 from lab.dispatch import run_hook
 from lab.machines import Lab
 
