@@ -73,6 +73,11 @@ class Runner:
         self._shown: dict[str, tuple[str, ...]] = {}
         self._since = time.monotonic()
 
+    @property
+    def units(self) -> dict[str, UnitRecord]:
+        """The model's units, whose queues the runner empties."""
+        return self.model.units
+
     def _prepare(self, name: str) -> Hook | str:
         """Get unit ``name``'s next hook ready to run.
 
@@ -80,7 +85,7 @@ class Runner:
         out or dropped first. Returns ``waiting`` (the unit waits for its subordinates to
         go) or ``skipped`` (nothing left to run) instead when there is no hook to run.
         """
-        unit = self.model.units[name]
+        unit = self.units[name]
         while unit.queue:
             event = unit.queue[0]
             if event["name"].startswith("_"):
@@ -88,7 +93,7 @@ class Runner:
                 if not uniter.internal(self.model, name, event):
                     unit.queue.insert(0, event)
                     return "waiting"
-                if name not in self.model.units:
+                if name not in self.units:
                     return "skipped"  # the unit is gone
                 continue
             if uniter.skip(self.model, name, event):
@@ -101,7 +106,7 @@ class Runner:
         """Unit ``name`` starts ``event``'s hook."""
         undo = uniter.before_hook(self.model, name, event)
         request = hookcontext.request(self.model, name, event)
-        self.model.units[name].agent = "executing"
+        self.units[name].agent = "executing"
         return Hook(name, event, request, undo)
 
     def _run(
@@ -127,7 +132,7 @@ class Runner:
         result, started, ended = run
         self.model.state.hooks_run += 1
         self._log(name, event, result, started, ended)
-        unit = self.model.units[name]
+        unit = self.units[name]
         if "error" in result:
             uniter.undo_before_hook(self.model, name, undo)  # a failed hook changes nothing
             if event["name"] != "action":  # an action is not retried
@@ -169,7 +174,7 @@ class Runner:
             f.write("\n".join(lines) + "\n")
         record = {
             "unit": name,
-            "machine": self.model.units[name].machine,
+            "machine": self.units[name].machine,
             "hook": what,
             "round": self.model.state.rounds,
             "endpoint": self._endpoint_of(name, event.get("relation")),
@@ -185,7 +190,7 @@ class Runner:
         """Unit ``name``'s endpoint of relation ``rid`` (None: no relation, or gone)."""
         if rid is None or str(rid) not in self.model.relations:
             return None
-        return str(self.model.local_endpoint(str(rid), self.model.units[name].app).endpoint)
+        return str(self.model.local_endpoint(str(rid), self.units[name].app).endpoint)
 
     def round(self, names: list[str]) -> dict[str, str]:
         """The next hook of each of ``names`` (units of different machines), all at once.
@@ -196,7 +201,7 @@ class Runner:
         ``changed``, ``unchanged``, ``failed``, ``skipped`` or ``waiting`` (see
         :meth:`_prepare`, :meth:`_finish`).
         """
-        machines = [self.model.units[n].machine for n in names]
+        machines = [self.units[n].machine for n in names]
         if len(set(machines)) != len(machines):
             raise ModelError(f"one hook at a time per machine: {names} share machines")
         self.model.state.rounds += 1
@@ -227,9 +232,9 @@ class Runner:
         name, event = hook.name, hook.event
         outcome, _ = self._finish(hook, run)
         if event["name"] == "update_status":
-            self.model.units[name].timer = time.time()
+            self.units[name].timer = time.time()
             if outcome == "failed":  # not retried: Juju's timer comes back
-                self.model.units[name].queue.pop(0)
+                self.units[name].queue.pop(0)
         if outcome != "unchanged":
             self.changing.add(name)
         return outcome
@@ -238,7 +243,7 @@ class Runner:
         """Tell :attr:`progress` of every unit whose agent or workload status changed."""
         if self.progress is None:
             return
-        for name, unit in self.model.units.items():
+        for name, unit in self.units.items():
             shown = (unit.agent, *unit.status)
             if self._shown.get(name) == shown:
                 continue
@@ -254,7 +259,7 @@ class Runner:
         return self.round([name])[name]
 
     def _failed(self, name: str, event: Mapping[str, Any], error: str) -> None:
-        unit = self.model.units[name]
+        unit = self.units[name]
         hook = event["name"].replace("_", "-")
         unit.attempts += 1
         unit.agent = "error"
@@ -270,7 +275,7 @@ class Runner:
         now = time.time()
         return [
             name
-            for name, unit in self.model.units.items()
+            for name, unit in self.units.items()
             if unit.queue
             and (unit.agent != "error" or self._retrying(unit))
             and unit.retry_at <= now
@@ -284,12 +289,12 @@ class Runner:
         draw.shuffle(order)  # an order, not a secret
         picked: dict[str, str] = {}
         for name in order:
-            picked.setdefault(self.model.units[name].machine, name)
+            picked.setdefault(self.units[name].machine, name)
         return list(picked.values())
 
     def _timed(self, name: str) -> bool:
         """Whether unit ``name``'s ``update-status`` timer runs."""
-        unit = self.model.units[name]
+        unit = self.units[name]
         return (
             unit.started
             and unit.life == "alive"
@@ -301,9 +306,7 @@ class Runner:
         """When each timed unit's ``update-status`` timer falls due (epoch seconds)."""
         interval = self.model.update_status_interval
         return {
-            name: unit.timer + interval
-            for name, unit in self.model.units.items()
-            if self._timed(name)
+            name: unit.timer + interval for name, unit in self.units.items() if self._timed(name)
         }
 
     def _next_timer(self) -> float | None:
@@ -324,9 +327,7 @@ class Runner:
 
     def _next_retry(self) -> float | None:
         """When the first failed hook that will be retried falls due (epoch seconds)."""
-        return min(
-            (u.retry_at for u in self.model.units.values() if self._retrying(u)), default=None
-        )
+        return min((u.retry_at for u in self.units.values() if self._retrying(u)), default=None)
 
     def _await_retry(self, deadline: float) -> bool:
         """Sleep until the next retry falls due (not past ``deadline``); False: none to come."""
@@ -377,9 +378,9 @@ class Runner:
     ) -> bool:
         """Start the next hook on every machine that runs none; whether internal steps ran."""
         self._fire_timers()
-        busy = {self.model.units[hook.name].machine for hook in running.values()}
+        busy = {self.units[hook.name].machine for hook in running.values()}
         free = [n for n in self._runnable() if n not in waiting]
-        free = [n for n in free if self.model.units[n].machine not in busy]
+        free = [n for n in free if self.units[n].machine not in busy]
         if not free:
             return False
         self.model.state.rounds += 1
@@ -441,7 +442,7 @@ class Runner:
         """Units that still have something to do (hooks to run or retry, transient status)."""
         return [
             name
-            for name, unit in self.model.units.items()
+            for name, unit in self.units.items()
             if not self.model.down(name)
             and (
                 self._retrying(unit)
@@ -453,7 +454,7 @@ class Runner:
     def unsettled(self) -> list[str]:
         """The units still changing, each with why (for the bound's error)."""
         lines = []
-        for name, unit in self.model.units.items():
+        for name, unit in self.units.items():
             why = []
             if unit.queue:
                 why.append(f"{len(unit.queue)} hook(s) queued, next {unit.queue[0]['name']}")
@@ -469,7 +470,7 @@ class Runner:
         """Units in error whose failed hook used up its retries, each with the error."""
         return [
             f"{name}: {unit.error}"
-            for name, unit in self.model.units.items()
+            for name, unit in self.units.items()
             if unit.agent == "error" and not self._retrying(unit)
         ]
 
@@ -500,7 +501,7 @@ class Runner:
                 if now - quiet_since >= idle_period:
                     return self.stuck()
             if now >= deadline:
-                for unit in self.model.units.values():  # the timer's hooks that had no turn
+                for unit in self.units.values():  # the timer's hooks that had no turn
                     unit.queue = [e for e in unit.queue if e["name"] != "update_status"]
                 self.model.save()
                 if quiet_since is not None:
@@ -534,7 +535,7 @@ class Runner:
         hook = self._start_hook(name, event)
         self.model.save()
         _, result = self._finish(hook, self._run(self.model.machine_of(name), hook.request))
-        self.model.units[name].agent = agent
+        self.units[name].agent = agent
         self.model.save()
         if "action_failed" in result:
             return {"failed": result["action_failed"]}

@@ -1650,7 +1650,19 @@ class LXD:
                 f"{', '.join(changed)}, which LXD cannot change now; delete it "
                 f"(lxc {command} delete {obj.name}) so it is created again"
             )
-        self._create_object(entity, obj, {}, f"{entity} {obj.name}")
+        where = f"{entity} {obj.name}"
+        if not needs_member_stage(entity, obj):
+            # Nor does it retry an OVN network (one whose northbound database did not
+            # answer yet): "Failed creating pending network for member ...: Network is not
+            # in pending state" (measured). It has no member definitions to keep, so it is
+            # deleted and created again; LXD refuses to delete a network in use.
+            try:
+                self._call("delete", f"networks/{obj.name}")
+            except LXDAPIError as exc:
+                raise ObjectRefusedError(f"{where}: {exc.reason}") from None
+            self._create_object(entity, obj, dict(obj.config), where)
+            return
+        self._create_object(entity, obj, {}, where)
 
 
 def _needs_override(policy: str, mode: str) -> bool:

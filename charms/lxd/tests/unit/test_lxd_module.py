@@ -2800,6 +2800,48 @@ def test_errored_object_is_retried_without_config(daemon, api):
     ]
 
 
+def test_errored_ovn_network_is_deleted_and_created_again(daemon, api):
+    # LXD 5.0.2 refuses to retry an errored OVN network ("Network is not in pending state")
+    errored = network("Errored", ("lxd-0", "lxd-1"), {"network": "UPLINK"}, "ovn")
+    created = network(
+        "Created", ("lxd-0", "lxd-1"), {"network": "UPLINK"}, "ovn", "default network"
+    )
+    api.on("GET", "/1.0/networks/default", errored, created)
+    api.on("DELETE", "/1.0/networks/default", sync({}))
+    api.on("POST", "/1.0/networks", sync({}))
+
+    assert daemon.ensure_cluster_object("network", OVN) is True
+
+    assert api.writes() == [
+        ("DELETE", "/1.0/networks/default", {}),
+        (
+            "POST",
+            "/1.0/networks",
+            {
+                "json": {
+                    "name": "default",
+                    "type": "ovn",
+                    "config": {"network": "UPLINK"},
+                    "description": "default network",
+                },
+                "params": {},
+            },
+        ),
+    ]
+
+
+def test_an_errored_ovn_network_in_use_is_left_as_it_is(daemon, api):
+    errored = network("Errored", ("lxd-0", "lxd-1"), {"network": "UPLINK"}, "ovn")
+    api.on("GET", "/1.0/networks/default", errored)
+    api.on("DELETE", "/1.0/networks/default", api_error(400, "The network is currently in use"))
+
+    with pytest.raises(ObjectRefusedError) as refused:
+        daemon.ensure_cluster_object("network", OVN)
+
+    assert str(refused.value) == "network default: The network is currently in use"
+    assert api.writes() == [("DELETE", "/1.0/networks/default", {})]
+
+
 def test_errored_object_with_other_values_cannot_be_fixed_by_the_charm(daemon, api):
     api.on("GET", NET, network("Errored", config={"mtu": "9000"}))
 
